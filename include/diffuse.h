@@ -1,0 +1,542 @@
+/*
+ * diffuse.h - the whole public C ABI of libdiffuse.
+ *
+ * libdiffuse turns text into images, edits images inside a mask and makes
+ * variations of images with Stable-Diffusion-family checkpoints, on the
+ * user's own machine. This header is the only one a host includes.
+ *
+ * ABI rules (see docs and DESIGN §3):
+ *  - Same DIFFUSE_VERSION_MAJOR = ABI compatible. The shared object's soname
+ *    is libdiffuse.so.<MAJOR>.
+ *  - Handles are opaque. A diffuse_model is immutable once loaded and may be
+ *    shared by any number of threads. A diffuse_ctx is one execution state:
+ *    use it from one thread at a time; any number of contexts per model.
+ *  - Parameter structs begin with `uint32_t struct_size`, are filled with
+ *    defaults by their `*_params_init()` function, and only ever grow at the
+ *    end. The library reads only the fields inside `struct_size`, so a host
+ *    built against an older header keeps working.
+ *  - Every function that can fail returns a diffuse_status. Enum values are
+ *    explicit and never reused.
+ *  - What the library allocates, the library frees. Free functions accept NULL.
+ *  - The library never exits, aborts or prints on its own; messages go to the
+ *    log callback of the model load or context that produced them.
+ */
+#ifndef DIFFUSE_H
+#define DIFFUSE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#  if defined(DIFFUSE_BUILDING)
+#    define DIFFUSE_API __declspec(dllexport)
+#  else
+#    define DIFFUSE_API __declspec(dllimport)
+#  endif
+#elif defined(__GNUC__)
+#  define DIFFUSE_API __attribute__((visibility("default")))
+#else
+#  define DIFFUSE_API
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Versions                                                                  */
+/* ------------------------------------------------------------------------ */
+
+#define DIFFUSE_VERSION_MAJOR 0
+#define DIFFUSE_VERSION_MINOR 1
+#define DIFFUSE_VERSION_PATCH 0
+/** MAJOR*10000 + MINOR*100 + PATCH of the header you compiled against. */
+#define DIFFUSE_VERSION_NUMBER \
+    (DIFFUSE_VERSION_MAJOR * 10000 + DIFFUSE_VERSION_MINOR * 100 + DIFFUSE_VERSION_PATCH)
+
+/**
+ * diffuse_version() - version of the library actually loaded.
+ * @return MAJOR*10000 + MINOR*100 + PATCH. Compare with DIFFUSE_VERSION_NUMBER
+ *         to detect a header/library mismatch.
+ * Thread-safety: any thread. Since 0.1.
+ */
+DIFFUSE_API uint32_t diffuse_version(void);
+
+/**
+ * diffuse_version_string() - "MAJOR.MINOR.PATCH" of the library loaded.
+ * @return a static string; never NULL; do not free.
+ * Thread-safety: any thread. Since 0.1.
+ */
+DIFFUSE_API const char *diffuse_version_string(void);
+
+/* ------------------------------------------------------------------------ */
+/* Status codes                                                              */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * X-macro list: (name, value, message). It produces both the enum and the
+ * strings returned by diffuse_status_string(). Values are appended only;
+ * a removed value stays here as a comment and is never reused.
+ */
+#define DIFFUSE_STATUS_LIST(X)                                                      \
+    X(DIFFUSE_OK, 0, "success")                                                     \
+    X(DIFFUSE_ERR_INVALID_ARGUMENT, 1, "invalid argument")                          \
+    X(DIFFUSE_ERR_OUT_OF_MEMORY, 2, "out of memory")                                \
+    X(DIFFUSE_ERR_IO, 3, "input/output error")                                      \
+    X(DIFFUSE_ERR_NOT_FOUND, 4, "file or directory not found")                      \
+    X(DIFFUSE_ERR_MODEL_FORMAT, 5, "malformed model file")                          \
+    X(DIFFUSE_ERR_MODEL_TRUNCATED, 6, "model file is truncated")                    \
+    X(DIFFUSE_ERR_MODEL_MISSING_TENSOR, 7, "model file lacks a required tensor")    \
+    X(DIFFUSE_ERR_MODEL_SHAPE, 8, "model tensor has an unexpected shape")           \
+    X(DIFFUSE_ERR_MODEL_CONFIG, 9, "invalid or unsupported model configuration")    \
+    X(DIFFUSE_ERR_MODEL_UNSAFE, 10, "refused unsafe model format (pickle)")         \
+    X(DIFFUSE_ERR_UNSUPPORTED, 11, "not supported by this build or version")        \
+    X(DIFFUSE_ERR_NO_DEVICE, 12, "requested device is not available")               \
+    X(DIFFUSE_ERR_DEVICE, 13, "device error")                                       \
+    X(DIFFUSE_CANCELLED, 14, "cancelled")                                           \
+    X(DIFFUSE_ERR_BUSY, 15, "context is busy")                                      \
+    X(DIFFUSE_ERR_INTERNAL, 16, "internal error")
+
+#define DIFFUSE_STATUS_ENUM_ITEM_(name, value, msg) name = value,
+/** Result of every fallible call. DIFFUSE_OK (0) is success. */
+typedef enum diffuse_status { DIFFUSE_STATUS_LIST(DIFFUSE_STATUS_ENUM_ITEM_) } diffuse_status;
+#undef DIFFUSE_STATUS_ENUM_ITEM_
+
+/**
+ * diffuse_status_string() - short English description of a status.
+ * @return a static string; "unknown status" for values this version does not
+ *         know. Never NULL; do not free.
+ * Thread-safety: any thread. Since 0.1.
+ */
+DIFFUSE_API const char *diffuse_status_string(diffuse_status status);
+
+/* ------------------------------------------------------------------------ */
+/* Callbacks                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/** Severity of a log message. */
+typedef enum diffuse_log_level {
+    DIFFUSE_LOG_ERROR = 0,
+    DIFFUSE_LOG_WARN = 1,
+    DIFFUSE_LOG_INFO = 2,
+    DIFFUSE_LOG_DEBUG = 3
+} diffuse_log_level;
+
+/**
+ * Log callback. Called on the thread that made the library call which logs
+ * (the thread calling diffuse_model_load, or the thread using the context).
+ * @message is valid only during the call. Must not call back into the
+ * library with the same context.
+ */
+typedef void (*diffuse_log_fn)(diffuse_log_level level, const char *message, void *user);
+
+/** What a run is doing when progress is reported. */
+typedef enum diffuse_stage {
+    DIFFUSE_STAGE_LOAD = 0,    /**< reading weights */
+    DIFFUSE_STAGE_TEXT = 1,    /**< encoding the prompt */
+    DIFFUSE_STAGE_ENCODE = 2,  /**< VAE-encoding an input image */
+    DIFFUSE_STAGE_DENOISE = 3, /**< the sampler loop */
+    DIFFUSE_STAGE_DECODE = 4   /**< VAE-decoding latents */
+} diffuse_stage;
+
+/** Progress report passed to diffuse_progress_fn. Grows at the end only. */
+typedef struct diffuse_progress {
+    uint32_t struct_size;  /**< sizeof(diffuse_progress) of the library */
+    diffuse_stage stage;   /**< what is running */
+    uint32_t step;         /**< steps done in this stage, 0..total */
+    uint32_t total;        /**< steps in this stage */
+    uint32_t image_index;  /**< first image of the batch being worked on */
+    uint32_t image_count;  /**< images requested in this call */
+    double elapsed_seconds; /**< since the call started */
+} diffuse_progress;
+
+/**
+ * Progress callback. Called on the thread that runs the call (the thread
+ * calling diffuse_generate/edit/variation). Return 0 to continue, nonzero
+ * to cancel: the call then returns DIFFUSE_CANCELLED within one step and the
+ * context stays usable. @progress is valid only during the call.
+ */
+typedef int (*diffuse_progress_fn)(const diffuse_progress *progress, void *user);
+
+/* ------------------------------------------------------------------------ */
+/* Models                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/** A loaded checkpoint. Immutable; share it between threads freely. */
+typedef struct diffuse_model diffuse_model;
+
+/** How weights are kept in host memory after loading. */
+typedef enum diffuse_weight_type {
+    DIFFUSE_WEIGHTS_AUTO = 0, /**< the CPU backend's type (float32 today) */
+    DIFFUSE_WEIGHTS_F32 = 1,
+    DIFFUSE_WEIGHTS_F16 = 2,
+    DIFFUSE_WEIGHTS_BF16 = 3
+} diffuse_weight_type;
+
+/** Options for diffuse_model_load(). Fill with diffuse_model_params_init(). */
+typedef struct diffuse_model_params {
+    uint32_t struct_size;        /**< sizeof(diffuse_model_params); set by init */
+    diffuse_log_fn log_fn;       /**< NULL = no logging */
+    void *log_user;              /**< passed to log_fn */
+    diffuse_log_level log_level; /**< most verbose level delivered; default WARN */
+    diffuse_weight_type weight_type; /**< default AUTO; others not yet supported */
+    /** Optional buffer that receives a NUL-terminated message on failure
+     *  (which file, which tensor, expected vs found). May be NULL. */
+    char *error_buf;
+    size_t error_buf_size;       /**< bytes available in error_buf */
+} diffuse_model_params;
+
+/**
+ * diffuse_model_params_init() - fill @params with defaults.
+ * Sets struct_size to the library's size. Accepts NULL (does nothing).
+ * Thread-safety: any thread. Since 0.1.
+ */
+DIFFUSE_API void diffuse_model_params_init(diffuse_model_params *params);
+
+/**
+ * diffuse_model_load() - load a checkpoint.
+ * @path: a diffusers folder (model_index.json with unet/, vae/, text_encoder/,
+ *        tokenizer/, scheduler/) or a single-file original checkpoint
+ *        (.safetensors). Pickle checkpoints (.ckpt, .pt, .bin) are refused.
+ * @params: NULL for defaults.
+ * @out_model: receives the model; set to NULL on failure.
+ * @return DIFFUSE_OK;
+ *         DIFFUSE_ERR_INVALID_ARGUMENT (NULL path/out_model, bad params);
+ *         DIFFUSE_ERR_NOT_FOUND (path or a required file missing, or a
+ *         folder without model_index.json);
+ *         DIFFUSE_ERR_IO (read/mmap failure);
+ *         DIFFUSE_ERR_MODEL_FORMAT (malformed safetensors or JSON);
+ *         DIFFUSE_ERR_MODEL_TRUNCATED (file shorter than its header says);
+ *         DIFFUSE_ERR_MODEL_MISSING_TENSOR, DIFFUSE_ERR_MODEL_SHAPE (tensors
+ *         do not match what the config implies);
+ *         DIFFUSE_ERR_MODEL_CONFIG (invalid or unsupported config.json);
+ *         DIFFUSE_ERR_MODEL_UNSAFE (pickle checkpoint);
+ *         DIFFUSE_ERR_UNSUPPORTED (a format or option this version lacks);
+ *         DIFFUSE_ERR_OUT_OF_MEMORY.
+ *         On failure nothing is half-loaded; the message goes to
+ *         params->error_buf and to the log callback at ERROR level.
+ * Ownership: free the model with diffuse_model_free() after every context
+ *         created from it has been freed. Weight files stay memory-mapped
+ *         while the model lives; do not modify them.
+ * Thread-safety: any thread; concurrent loads are independent. Since 0.1.
+ */
+DIFFUSE_API diffuse_status diffuse_model_load(const char *path, const diffuse_model_params *params,
+                                              diffuse_model **out_model);
+
+/**
+ * diffuse_model_free() - release a model. Accepts NULL.
+ * All contexts created from it must have been freed before.
+ * Thread-safety: no other thread may use the model during the call. Since 0.1.
+ */
+DIFFUSE_API void diffuse_model_free(diffuse_model *model);
+
+/** Model families libdiffuse recognises. */
+typedef enum diffuse_model_family {
+    DIFFUSE_FAMILY_UNKNOWN = 0,
+    DIFFUSE_FAMILY_SD1 = 1, /**< CLIP ViT-L/14 text encoder, 768-wide context */
+    DIFFUSE_FAMILY_SD2 = 2  /**< OpenCLIP ViT-H/14 text encoder, 1024-wide context */
+} diffuse_model_family;
+
+/** Facts about a loaded model. Fill struct_size before calling. */
+typedef struct diffuse_model_info {
+    uint32_t struct_size;          /**< caller sets sizeof(diffuse_model_info) */
+    diffuse_model_family family;
+    uint32_t unet_in_channels;     /**< 4, or 9 for inpainting checkpoints */
+    uint32_t latent_channels;      /**< VAE latent channels (4) */
+    uint32_t vae_scale_factor;     /**< pixels per latent (8) */
+    uint32_t sample_size;          /**< native latent size from the UNet config */
+    uint32_t text_hidden_size;     /**< text encoder width */
+    uint32_t text_layers;          /**< text encoder layers */
+    int32_t v_prediction;          /**< 1 if the scheduler predicts v */
+    uint64_t unet_parameters;      /**< parameter counts of each component */
+    uint64_t vae_parameters;
+    uint64_t text_encoder_parameters;
+    uint64_t weight_bytes;         /**< bytes of weights as stored on disk */
+} diffuse_model_info;
+
+/**
+ * diffuse_model_get_info() - describe a loaded model.
+ * @info: caller-owned; set info->struct_size first. Fields beyond it are
+ *        not written.
+ * @return DIFFUSE_OK; DIFFUSE_ERR_INVALID_ARGUMENT (NULL or struct_size too small).
+ * Thread-safety: any thread. Since 0.1.
+ */
+DIFFUSE_API diffuse_status diffuse_model_get_info(const diffuse_model *model, diffuse_model_info *info);
+
+/**
+ * diffuse_tokenize() - the CLIP token ids the model's tokenizer gives @text,
+ *        including the start and end tokens, before padding and truncation.
+ * @ids: caller buffer of @capacity entries (may be NULL when capacity is 0).
+ * @count: receives the number of ids the text has (may exceed capacity; then
+ *        only the first @capacity are written).
+ * @return DIFFUSE_OK; DIFFUSE_ERR_INVALID_ARGUMENT (NULL model, text or count);
+ *         DIFFUSE_ERR_UNSUPPORTED (this version has no tokenizer yet).
+ * Thread-safety: any thread. Since 0.1.
+ */
+DIFFUSE_API diffuse_status diffuse_tokenize(const diffuse_model *model, const char *text, int32_t *ids,
+                                            size_t capacity, size_t *count);
+
+/* ------------------------------------------------------------------------ */
+/* Contexts                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/** One execution state: device, workspace, callbacks. One thread at a time. */
+typedef struct diffuse_ctx diffuse_ctx;
+
+/** Where a context runs. */
+typedef enum diffuse_device {
+    DIFFUSE_DEVICE_AUTO = 0, /**< CUDA when available, else CPU (logged) */
+    DIFFUSE_DEVICE_CPU = 1,
+    DIFFUSE_DEVICE_CUDA = 2
+} diffuse_device;
+
+/** Numeric precision of a context's activations and weights on the device. */
+typedef enum diffuse_precision {
+    DIFFUSE_PRECISION_AUTO = 0, /**< F32 on the CPU, F16 on CUDA */
+    DIFFUSE_PRECISION_F32 = 1,
+    DIFFUSE_PRECISION_F16 = 2,
+    DIFFUSE_PRECISION_BF16 = 3
+} diffuse_precision;
+
+/** Options for diffuse_ctx_create(). Fill with diffuse_ctx_params_init(). */
+typedef struct diffuse_ctx_params {
+    uint32_t struct_size;        /**< sizeof(diffuse_ctx_params); set by init */
+    diffuse_device device;       /**< default AUTO */
+    int32_t device_index;        /**< GPU ordinal for CUDA; default 0 */
+    int32_t n_threads;           /**< CPU threads; 0 (default) = all cores */
+    diffuse_precision precision; /**< default AUTO */
+    diffuse_log_fn log_fn;       /**< NULL = no logging */
+    void *log_user;
+    diffuse_log_level log_level; /**< default WARN */
+    diffuse_progress_fn progress_fn; /**< NULL = no progress reports */
+    void *progress_user;
+    /** Device memory the context may use, in bytes; 0 = no limit. */
+    uint64_t memory_budget;
+} diffuse_ctx_params;
+
+/**
+ * diffuse_ctx_params_init() - fill @params with defaults. Accepts NULL.
+ * Thread-safety: any thread. Since 0.1.
+ */
+DIFFUSE_API void diffuse_ctx_params_init(diffuse_ctx_params *params);
+
+/**
+ * diffuse_ctx_create() - create an execution context for @model.
+ * @params: NULL for defaults.
+ * @out_ctx: receives the context; NULL on failure.
+ * @return DIFFUSE_OK; DIFFUSE_ERR_INVALID_ARGUMENT (NULL model/out_ctx,
+ *         out-of-range enum or thread count); DIFFUSE_ERR_NO_DEVICE
+ *         (device CUDA requested but no usable GPU, driver or CUDA module);
+ *         DIFFUSE_ERR_UNSUPPORTED (a precision or budget the chosen device
+ *         does not support); DIFFUSE_ERR_OUT_OF_MEMORY.
+ * Ownership: free with diffuse_ctx_free() before freeing the model.
+ * Thread-safety: any thread; the model may be shared. Since 0.1.
+ */
+DIFFUSE_API diffuse_status diffuse_ctx_create(const diffuse_model *model, const diffuse_ctx_params *params,
+                                              diffuse_ctx **out_ctx);
+
+/**
+ * diffuse_ctx_free() - release a context and all memory it holds. Accepts NULL.
+ * Thread-safety: no other thread may use the context during the call. Since 0.1.
+ */
+DIFFUSE_API void diffuse_ctx_free(diffuse_ctx *ctx);
+
+/**
+ * diffuse_ctx_last_error() - message of the last failed call on @ctx.
+ * @return a NUL-terminated string owned by the context, valid until the next
+ *         call on it; "" when the last call succeeded; a static message for
+ *         a NULL ctx. Never NULL.
+ * Thread-safety: the thread using the context. Since 0.1.
+ */
+DIFFUSE_API const char *diffuse_ctx_last_error(const diffuse_ctx *ctx);
+
+/* ------------------------------------------------------------------------ */
+/* Images                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/** Layout of one pixel in memory. */
+typedef enum diffuse_pixel_format {
+    DIFFUSE_PIXEL_RGB8 = 0,  /**< 3 bytes: R, G, B */
+    DIFFUSE_PIXEL_RGBA8 = 1, /**< 4 bytes: R, G, B, A */
+    DIFFUSE_PIXEL_BGRA8 = 2  /**< 4 bytes: B, G, R, A */
+} diffuse_pixel_format;
+
+/** Which row comes first in memory. */
+typedef enum diffuse_row_origin {
+    DIFFUSE_ORIGIN_TOP_LEFT = 0,   /**< first row is the top of the picture */
+    DIFFUSE_ORIGIN_BOTTOM_LEFT = 1 /**< first row is the bottom (OpenGL textures) */
+} diffuse_row_origin;
+
+/** How 8-bit values encode light. */
+typedef enum diffuse_color_space {
+    DIFFUSE_COLOR_SRGB = 0,  /**< sRGB-encoded (what PNG files hold) */
+    DIFFUSE_COLOR_LINEAR = 1 /**< linear light */
+} diffuse_color_space;
+
+/**
+ * An 8-bit image in caller or library memory. Inputs are read only; images
+ * returned in diffuse_images are owned by the library.
+ */
+typedef struct diffuse_image {
+    uint32_t width;   /**< pixels */
+    uint32_t height;  /**< pixels */
+    uint32_t stride;  /**< bytes from one row to the next (>= width * bytes per pixel) */
+    diffuse_pixel_format format;
+    diffuse_row_origin origin;
+    diffuse_color_space color_space;
+    uint8_t *data;    /**< height rows of stride bytes */
+} diffuse_image;
+
+/** Images returned by generate/edit/variation. Free with diffuse_images_free(). */
+typedef struct diffuse_images {
+    uint32_t count;         /**< number of images */
+    diffuse_image *images;  /**< count images, library-owned pixel memory */
+    uint64_t *seeds;        /**< seed that produced each image */
+} diffuse_images;
+
+/**
+ * diffuse_images_free() - release images returned by the library. Accepts NULL.
+ * Thread-safety: any thread. Since 0.1.
+ */
+DIFFUSE_API void diffuse_images_free(diffuse_images *images);
+
+/* ------------------------------------------------------------------------ */
+/* Generation                                                                */
+/* ------------------------------------------------------------------------ */
+
+/** Sampling algorithms, each matching a diffusers scheduler. */
+typedef enum diffuse_sampler {
+    DIFFUSE_SAMPLER_DEFAULT = 0,  /**< the model's scheduler/scheduler_config.json */
+    DIFFUSE_SAMPLER_DDIM = 1,
+    DIFFUSE_SAMPLER_DDPM = 2,
+    DIFFUSE_SAMPLER_PNDM = 3,
+    DIFFUSE_SAMPLER_LMS = 4,
+    DIFFUSE_SAMPLER_EULER = 5,
+    DIFFUSE_SAMPLER_EULER_A = 6,
+    DIFFUSE_SAMPLER_HEUN = 7,
+    DIFFUSE_SAMPLER_DPMPP_2M = 8,
+    DIFFUSE_SAMPLER_DPMPP_2M_KARRAS = 9,
+    DIFFUSE_SAMPLER_DPMPP_SDE = 10,
+    DIFFUSE_SAMPLER_UNIPC = 11
+} diffuse_sampler;
+
+/** Output image description shared by the three calls. */
+typedef struct diffuse_output_format {
+    diffuse_pixel_format format;     /**< default RGB8 */
+    diffuse_row_origin origin;       /**< default TOP_LEFT */
+    diffuse_color_space color_space; /**< default SRGB */
+} diffuse_output_format;
+
+/** Options for diffuse_generate(). Fill with diffuse_generate_params_init(). */
+typedef struct diffuse_generate_params {
+    uint32_t struct_size;         /**< set by init */
+    const char *prompt;           /**< UTF-8; required (may be "") */
+    const char *negative_prompt;  /**< UTF-8; NULL or "" = unconditional */
+    uint32_t n_images;            /**< 1..16; default 1 */
+    uint32_t width;               /**< pixels, multiple of 8; 0 = model's native size */
+    uint32_t height;              /**< pixels, multiple of 8; 0 = model's native size */
+    uint32_t steps;               /**< denoising steps, 1..1000; default 30 */
+    float guidance_scale;         /**< classifier-free guidance; <= 1 disables; default 7.5 */
+    float guidance_rescale;       /**< 0..1; default 0 */
+    diffuse_sampler sampler;      /**< default DEFAULT */
+    uint64_t seed;                /**< image i uses seed + i */
+    uint32_t clip_skip;           /**< diffusers' clip_skip; 0 = last layer */
+    diffuse_output_format output; /**< layout of returned images */
+    uint32_t tile_x;              /**< 1 = seamless horizontally (circular padding) */
+    uint32_t tile_y;              /**< 1 = seamless vertically */
+} diffuse_generate_params;
+
+/**
+ * diffuse_generate_params_init() - fill @params with defaults. Accepts NULL.
+ * Thread-safety: any thread. Since 0.1.
+ */
+DIFFUSE_API void diffuse_generate_params_init(diffuse_generate_params *params);
+
+/**
+ * diffuse_generate() - text to image (DALL·E images/generations).
+ * @out_images: receives n_images images; NULL on failure.
+ * @return DIFFUSE_OK; DIFFUSE_ERR_INVALID_ARGUMENT (NULL pointers, sizes not
+ *         multiples of 8, counts out of range); DIFFUSE_CANCELLED (the
+ *         progress callback asked to stop); DIFFUSE_ERR_OUT_OF_MEMORY;
+ *         DIFFUSE_ERR_DEVICE; DIFFUSE_ERR_UNSUPPORTED (this version cannot
+ *         run the pipeline yet). The message is in diffuse_ctx_last_error().
+ * Ownership: free *out_images with diffuse_images_free().
+ * Thread-safety: one thread per context at a time. Since 0.1.
+ */
+DIFFUSE_API diffuse_status diffuse_generate(diffuse_ctx *ctx, const diffuse_generate_params *params,
+                                            diffuse_images **out_images);
+
+/** Options for diffuse_edit(). Fill with diffuse_edit_params_init(). */
+typedef struct diffuse_edit_params {
+    uint32_t struct_size;         /**< set by init */
+    const diffuse_image *image;   /**< required; the picture to edit */
+    /** NULL: the image's alpha marks the edit (alpha 0 = edit; needs RGBA8 or
+     *  BGRA8). Otherwise a mask image of the same size: white = edit. */
+    const diffuse_image *mask;
+    const char *prompt;           /**< UTF-8; required */
+    const char *negative_prompt;  /**< NULL or "" = unconditional */
+    uint32_t n_images;            /**< 1..16; default 1 */
+    uint32_t steps;               /**< default 30 */
+    float guidance_scale;         /**< default 7.5 */
+    float strength;               /**< 0..1; default 1.0 */
+    diffuse_sampler sampler;      /**< default DEFAULT */
+    uint64_t seed;                /**< image i uses seed + i */
+    float mask_feather;           /**< pixels of feathered edge when pasting back; default 0 */
+    diffuse_output_format output;
+} diffuse_edit_params;
+
+/**
+ * diffuse_edit_params_init() - fill @params with defaults. Accepts NULL.
+ * Thread-safety: any thread. Since 0.1.
+ */
+DIFFUSE_API void diffuse_edit_params_init(diffuse_edit_params *params);
+
+/**
+ * diffuse_edit() - repaint the masked part of an image (DALL·E images/edits).
+ * Pixels the mask keeps are returned unchanged.
+ * @return as diffuse_generate(), plus DIFFUSE_ERR_INVALID_ARGUMENT for a
+ *         missing image, a mask of another size, or alpha-mask mode with an
+ *         image without alpha.
+ * Ownership: free *out_images with diffuse_images_free(). Input images are
+ *         only read and may be freed after the call returns.
+ * Thread-safety: one thread per context at a time. Since 0.1.
+ */
+DIFFUSE_API diffuse_status diffuse_edit(diffuse_ctx *ctx, const diffuse_edit_params *params,
+                                        diffuse_images **out_images);
+
+/** Options for diffuse_variation(). Fill with diffuse_variation_params_init(). */
+typedef struct diffuse_variation_params {
+    uint32_t struct_size;         /**< set by init */
+    const diffuse_image *image;   /**< required */
+    const char *prompt;           /**< NULL or "" = unconditional (the default) */
+    const char *negative_prompt;  /**< NULL or "" */
+    uint32_t n_images;            /**< 1..16; default 1 */
+    uint32_t steps;               /**< default 30 */
+    float guidance_scale;         /**< default 7.5; unused without a prompt */
+    float strength;               /**< 0..1; default 0.7 */
+    diffuse_sampler sampler;
+    uint64_t seed;                /**< image i uses seed + i */
+    diffuse_output_format output;
+} diffuse_variation_params;
+
+/**
+ * diffuse_variation_params_init() - fill @params with defaults. Accepts NULL.
+ * Thread-safety: any thread. Since 0.1.
+ */
+DIFFUSE_API void diffuse_variation_params_init(diffuse_variation_params *params);
+
+/**
+ * diffuse_variation() - variations of an image (DALL·E images/variations):
+ * the encoded image noised to @strength and denoised from n seeds.
+ * @return as diffuse_edit().
+ * Ownership: free *out_images with diffuse_images_free().
+ * Thread-safety: one thread per context at a time. Since 0.1.
+ */
+DIFFUSE_API diffuse_status diffuse_variation(diffuse_ctx *ctx, const diffuse_variation_params *params,
+                                             diffuse_images **out_images);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DIFFUSE_H */

@@ -1,0 +1,426 @@
+/*
+ * api.c - the public entry points: argument checks, status and message
+ * bookkeeping, and dispatch to model/, text/, the backends and pipe/.
+ * Nothing here computes; every function checks what the host passed and
+ * turns internal failures into a status plus a message.
+ */
+#include "diffuse.h"
+
+#include "backend.h"
+#include "common.h"
+#include "model/model.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------------ */
+/* Versions and statuses                                                     */
+/* ------------------------------------------------------------------------ */
+
+#define DF_STR2(x) #x
+#define DF_STR(x) DF_STR2(x)
+
+DIFFUSE_API uint32_t diffuse_version(void) { return DIFFUSE_VERSION_NUMBER; }
+
+DIFFUSE_API const char *diffuse_version_string(void) {
+    return DF_STR(DIFFUSE_VERSION_MAJOR) "." DF_STR(DIFFUSE_VERSION_MINOR) "." DF_STR(DIFFUSE_VERSION_PATCH);
+}
+
+DIFFUSE_API const char *diffuse_status_string(diffuse_status status) {
+    switch (status) {
+#define DF_STATUS_CASE(name, value, msg) \
+    case name: return msg;
+        DIFFUSE_STATUS_LIST(DF_STATUS_CASE)
+#undef DF_STATUS_CASE
+    }
+    return "unknown status";
+}
+
+/* ------------------------------------------------------------------------ */
+/* Versioned parameter structs                                               */
+/* ------------------------------------------------------------------------ */
+
+/* Size of a params struct as version 0.1 defined it: the smallest a host may
+ * pass. When a struct grows, its 0.1 size stays the end of this field. */
+#define DF_V01_SIZE(type, last_field) (offsetof(type, last_field) + sizeof(((type *)0)->last_field))
+
+/* Copies the host's struct over @defaults, reading only the bytes inside both
+ * its struct_size and ours. Returns nonzero if struct_size is below @min. */
+static int df_read_params(void *defaults, size_t ours, const void *host, size_t min) {
+    uint32_t host_size;
+    memcpy(&host_size, host, sizeof host_size);
+    if (host_size < min) return 1;
+    memcpy(defaults, host, host_size < ours ? host_size : ours);
+    ((uint32_t *)defaults)[0] = (uint32_t)ours;
+    return 0;
+}
+
+DIFFUSE_API void diffuse_model_params_init(diffuse_model_params *p) {
+    if (!p) return;
+    memset(p, 0, sizeof *p);
+    p->struct_size = sizeof *p;
+    p->log_level = DIFFUSE_LOG_WARN;
+    p->weight_type = DIFFUSE_WEIGHTS_AUTO;
+}
+
+DIFFUSE_API void diffuse_ctx_params_init(diffuse_ctx_params *p) {
+    if (!p) return;
+    memset(p, 0, sizeof *p);
+    p->struct_size = sizeof *p;
+    p->device = DIFFUSE_DEVICE_AUTO;
+    p->precision = DIFFUSE_PRECISION_AUTO;
+    p->log_level = DIFFUSE_LOG_WARN;
+}
+
+static void df_output_format_init(diffuse_output_format *o) {
+    o->format = DIFFUSE_PIXEL_RGB8;
+    o->origin = DIFFUSE_ORIGIN_TOP_LEFT;
+    o->color_space = DIFFUSE_COLOR_SRGB;
+}
+
+DIFFUSE_API void diffuse_generate_params_init(diffuse_generate_params *p) {
+    if (!p) return;
+    memset(p, 0, sizeof *p);
+    p->struct_size = sizeof *p;
+    p->prompt = "";
+    p->n_images = 1;
+    p->steps = 30;
+    p->guidance_scale = 7.5f;
+    p->sampler = DIFFUSE_SAMPLER_DEFAULT;
+    df_output_format_init(&p->output);
+}
+
+DIFFUSE_API void diffuse_edit_params_init(diffuse_edit_params *p) {
+    if (!p) return;
+    memset(p, 0, sizeof *p);
+    p->struct_size = sizeof *p;
+    p->prompt = "";
+    p->n_images = 1;
+    p->steps = 30;
+    p->guidance_scale = 7.5f;
+    p->strength = 1.0f;
+    p->sampler = DIFFUSE_SAMPLER_DEFAULT;
+    df_output_format_init(&p->output);
+}
+
+DIFFUSE_API void diffuse_variation_params_init(diffuse_variation_params *p) {
+    if (!p) return;
+    memset(p, 0, sizeof *p);
+    p->struct_size = sizeof *p;
+    p->n_images = 1;
+    p->steps = 30;
+    p->guidance_scale = 7.5f;
+    p->strength = 0.7f;
+    p->sampler = DIFFUSE_SAMPLER_DEFAULT;
+    df_output_format_init(&p->output);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Models                                                                    */
+/* ------------------------------------------------------------------------ */
+
+static diffuse_status df_load_fail(const diffuse_model_params *p, const df_logger *lg, df_error *err) {
+    if (p && p->error_buf && p->error_buf_size) df_strlcpy(p->error_buf, err->msg, p->error_buf_size);
+    df_log(lg, DIFFUSE_LOG_ERROR, "%s", err->msg);
+    return err->status;
+}
+
+DIFFUSE_API diffuse_status diffuse_model_load(const char *path, const diffuse_model_params *params,
+                                              diffuse_model **out_model) {
+    df_error err;
+    df_logger lg = {0};
+    diffuse_model_params p;
+    diffuse_model_params_init(&p);
+    df_error_clear(&err);
+    if (out_model) *out_model = NULL;
+    if (params && df_read_params(&p, sizeof p, params, DF_V01_SIZE(diffuse_model_params, error_buf_size))) {
+        df_fail(&err, DIFFUSE_ERR_INVALID_ARGUMENT, "diffuse_model_load: params->struct_size %u is too small",
+                (unsigned)params->struct_size);
+        return df_load_fail(NULL, &lg, &err);
+    }
+    lg.fn = p.log_fn;
+    lg.user = p.log_user;
+    lg.level = p.log_level;
+    if (!path || !out_model) {
+        df_fail(&err, DIFFUSE_ERR_INVALID_ARGUMENT, "diffuse_model_load: %s is NULL", path ? "out_model" : "path");
+        return df_load_fail(&p, &lg, &err);
+    }
+    if ((unsigned)p.log_level > DIFFUSE_LOG_DEBUG || (unsigned)p.weight_type > DIFFUSE_WEIGHTS_BF16) {
+        df_fail(&err, DIFFUSE_ERR_INVALID_ARGUMENT, "diffuse_model_load: log_level %d or weight_type %d out of range",
+                (int)p.log_level, (int)p.weight_type);
+        return df_load_fail(&p, &lg, &err);
+    }
+    if (p.weight_type != DIFFUSE_WEIGHTS_AUTO && p.weight_type != DIFFUSE_WEIGHTS_F32) {
+        df_fail(&err, DIFFUSE_ERR_UNSUPPORTED,
+                "diffuse_model_load: weight_type %d: this version keeps host weights in float32 only",
+                (int)p.weight_type);
+        return df_load_fail(&p, &lg, &err);
+    }
+    diffuse_status st = df_model_load(path, &lg, out_model, &err);
+    if (st != DIFFUSE_OK) {
+        *out_model = NULL;
+        return df_load_fail(&p, &lg, &err);
+    }
+    return DIFFUSE_OK;
+}
+
+DIFFUSE_API void diffuse_model_free(diffuse_model *model) {
+    if (model) df_model_free(model);
+}
+
+DIFFUSE_API diffuse_status diffuse_tokenize(const diffuse_model *model, const char *text, int32_t *ids,
+                                            size_t capacity, size_t *count) {
+    if (count) *count = 0;
+    if (!model || !text || !count || (capacity && !ids)) return DIFFUSE_ERR_INVALID_ARGUMENT;
+    return DIFFUSE_ERR_UNSUPPORTED;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Contexts                                                                  */
+/* ------------------------------------------------------------------------ */
+
+struct diffuse_ctx {
+    const diffuse_model *model;
+    diffuse_ctx_params params;
+    df_logger log;
+    bk_backend *backend;
+    df_error err; /* last failure; msg "" after success */
+};
+
+/* Records a failure on @ctx, logs it, and returns its status. */
+static diffuse_status ctx_fail(diffuse_ctx *ctx, diffuse_status st, const char *fmt, ...) DF_PRINTF(3, 4);
+static diffuse_status ctx_fail(diffuse_ctx *ctx, diffuse_status st, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx->err.msg, sizeof ctx->err.msg, fmt, ap);
+    va_end(ap);
+    ctx->err.status = st;
+    df_log(&ctx->log, DIFFUSE_LOG_ERROR, "%s", ctx->err.msg);
+    return st;
+}
+
+static diffuse_status ctx_check_params(const diffuse_ctx_params *p, df_error *err) {
+    if ((unsigned)p->device > DIFFUSE_DEVICE_CUDA)
+        return df_fail(err, DIFFUSE_ERR_INVALID_ARGUMENT, "diffuse_ctx_create: device %d out of range", (int)p->device);
+    if ((unsigned)p->precision > DIFFUSE_PRECISION_BF16)
+        return df_fail(err, DIFFUSE_ERR_INVALID_ARGUMENT, "diffuse_ctx_create: precision %d out of range",
+                       (int)p->precision);
+    if ((unsigned)p->log_level > DIFFUSE_LOG_DEBUG)
+        return df_fail(err, DIFFUSE_ERR_INVALID_ARGUMENT, "diffuse_ctx_create: log_level %d out of range",
+                       (int)p->log_level);
+    if (p->n_threads < 0 || p->n_threads > 4096)
+        return df_fail(err, DIFFUSE_ERR_INVALID_ARGUMENT, "diffuse_ctx_create: n_threads %d out of range 0..4096",
+                       p->n_threads);
+    if (p->device_index < 0)
+        return df_fail(err, DIFFUSE_ERR_INVALID_ARGUMENT, "diffuse_ctx_create: device_index %d is negative",
+                       p->device_index);
+    return DIFFUSE_OK;
+}
+
+/* Picks the backend for the requested device. The CUDA backend module is
+ * not part of this version, so AUTO falls back to the CPU with a log line. */
+static diffuse_status ctx_open_backend(diffuse_ctx *ctx, df_error *err) {
+    const diffuse_ctx_params *p = &ctx->params;
+    if (p->device == DIFFUSE_DEVICE_CUDA)
+        return df_fail(err, DIFFUSE_ERR_NO_DEVICE,
+                       "diffuse_ctx_create: device CUDA requested, but this version of libdiffuse has no CUDA "
+                       "backend module yet; use DIFFUSE_DEVICE_CPU or AUTO");
+    if (p->device == DIFFUSE_DEVICE_AUTO)
+        df_log(&ctx->log, DIFFUSE_LOG_INFO, "device auto: no CUDA backend in this version, using the CPU");
+    if (p->precision == DIFFUSE_PRECISION_F16 || p->precision == DIFFUSE_PRECISION_BF16)
+        return df_fail(err, DIFFUSE_ERR_UNSUPPORTED,
+                       "diffuse_ctx_create: the CPU backend computes in float32 only (precision %d requested)",
+                       (int)p->precision);
+    if (p->memory_budget != 0)
+        return df_fail(err, DIFFUSE_ERR_UNSUPPORTED,
+                       "diffuse_ctx_create: memory_budget is a device-memory limit; the CPU backend does not "
+                       "support one in this version (pass 0)");
+    return bk_cpu_create(p->n_threads, &ctx->backend, err);
+}
+
+DIFFUSE_API diffuse_status diffuse_ctx_create(const diffuse_model *model, const diffuse_ctx_params *params,
+                                              diffuse_ctx **out_ctx) {
+    if (out_ctx) *out_ctx = NULL;
+    if (!model || !out_ctx) return DIFFUSE_ERR_INVALID_ARGUMENT;
+    diffuse_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) return DIFFUSE_ERR_OUT_OF_MEMORY;
+    diffuse_ctx_params_init(&ctx->params);
+    df_error err;
+    df_error_clear(&err);
+    diffuse_status st = DIFFUSE_OK;
+    if (params && df_read_params(&ctx->params, sizeof ctx->params, params,
+                                 DF_V01_SIZE(diffuse_ctx_params, memory_budget)))
+        st = df_fail(&err, DIFFUSE_ERR_INVALID_ARGUMENT, "diffuse_ctx_create: params->struct_size %u is too small",
+                     (unsigned)params->struct_size);
+    ctx->model = model;
+    ctx->log.fn = ctx->params.log_fn;
+    ctx->log.user = ctx->params.log_user;
+    ctx->log.level = ctx->params.log_level;
+    if (st == DIFFUSE_OK) st = ctx_check_params(&ctx->params, &err);
+    if (st == DIFFUSE_OK) st = ctx_open_backend(ctx, &err);
+    if (st != DIFFUSE_OK) {
+        df_log(&ctx->log, DIFFUSE_LOG_ERROR, "%s", err.msg);
+        free(ctx);
+        return st;
+    }
+    df_error_clear(&ctx->err);
+    *out_ctx = ctx;
+    return DIFFUSE_OK;
+}
+
+DIFFUSE_API void diffuse_ctx_free(diffuse_ctx *ctx) {
+    if (!ctx) return;
+    if (ctx->backend) ctx->backend->ops->destroy(ctx->backend);
+    free(ctx);
+}
+
+DIFFUSE_API const char *diffuse_ctx_last_error(const diffuse_ctx *ctx) {
+    if (!ctx) return "diffuse_ctx_last_error: ctx is NULL";
+    return ctx->err.msg;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Images                                                                    */
+/* ------------------------------------------------------------------------ */
+
+DIFFUSE_API void diffuse_images_free(diffuse_images *images) {
+    if (!images) return;
+    if (images->images)
+        for (uint32_t i = 0; i < images->count; i++) free(images->images[i].data);
+    free(images->images);
+    free(images->seeds);
+    free(images);
+}
+
+static int df_bytes_per_pixel(diffuse_pixel_format f) { return f == DIFFUSE_PIXEL_RGB8 ? 3 : 4; }
+
+/* Checks an input image description; @what names it in the message. */
+static diffuse_status check_image(diffuse_ctx *ctx, const char *call, const char *what, const diffuse_image *im) {
+    if (!im) return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: %s is NULL", call, what);
+    if ((unsigned)im->format > DIFFUSE_PIXEL_BGRA8 || (unsigned)im->origin > DIFFUSE_ORIGIN_BOTTOM_LEFT ||
+        (unsigned)im->color_space > DIFFUSE_COLOR_LINEAR)
+        return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: %s has an unknown format/origin/color space", call,
+                        what);
+    if (im->width == 0 || im->height == 0 || im->width > 16384 || im->height > 16384)
+        return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: %s is %ux%u; sides must be 1..16384", call, what,
+                        im->width, im->height);
+    if ((uint64_t)im->stride < (uint64_t)im->width * (uint64_t)df_bytes_per_pixel(im->format))
+        return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: %s stride %u is below width %u x %d bytes", call,
+                        what, im->stride, im->width, df_bytes_per_pixel(im->format));
+    if (!im->data) return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: %s data is NULL", call, what);
+    return DIFFUSE_OK;
+}
+
+static diffuse_status check_output(diffuse_ctx *ctx, const char *call, const diffuse_output_format *o) {
+    if ((unsigned)o->format > DIFFUSE_PIXEL_BGRA8 || (unsigned)o->origin > DIFFUSE_ORIGIN_BOTTOM_LEFT ||
+        (unsigned)o->color_space > DIFFUSE_COLOR_LINEAR)
+        return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: output format/origin/color space out of range", call);
+    return DIFFUSE_OK;
+}
+
+/* Checks shared by the three calls: counts, steps, guidance, sampler. */
+static diffuse_status check_common(diffuse_ctx *ctx, const char *call, uint32_t n, uint32_t steps, float guidance,
+                                   diffuse_sampler sampler, const diffuse_output_format *out) {
+    if (n < 1 || n > 16) return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: n_images %u not in 1..16", call, n);
+    if (steps < 1 || steps > 1000)
+        return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: steps %u not in 1..1000", call, steps);
+    if (!isfinite(guidance) || guidance < 0.0f || guidance > 100.0f)
+        return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: guidance_scale %g not in 0..100", call, guidance);
+    if ((unsigned)sampler > DIFFUSE_SAMPLER_UNIPC)
+        return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: sampler %d unknown", call, (int)sampler);
+    return check_output(ctx, call, out);
+}
+
+static diffuse_status check_strength(diffuse_ctx *ctx, const char *call, float s) {
+    if (!isfinite(s) || s < 0.0f || s > 1.0f)
+        return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: strength %g not in 0..1", call, s);
+    return DIFFUSE_OK;
+}
+
+/* The pipelines land with the image-path work; until then every valid call
+ * reports that plainly. */
+static diffuse_status pipeline_unsupported(diffuse_ctx *ctx, const char *call) {
+    return ctx_fail(ctx, DIFFUSE_ERR_UNSUPPORTED,
+                    "%s: the image pipeline (UNet, VAE, samplers) is not implemented in libdiffuse %s yet", call,
+                    diffuse_version_string());
+}
+
+#define DF_CALL_PROLOGUE(call, type, last_field)                                                          \
+    if (out_images) *out_images = NULL;                                                                   \
+    if (!ctx) return DIFFUSE_ERR_INVALID_ARGUMENT;                                                        \
+    df_error_clear(&ctx->err);                                                                            \
+    if (!params || !out_images)                                                                           \
+        return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: %s is NULL", call,                        \
+                        params ? "out_images" : "params");                                                \
+    type p;                                                                                               \
+    type##_init(&p);                                                                                      \
+    if (df_read_params(&p, sizeof p, params, DF_V01_SIZE(type, last_field)))                              \
+        return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: params->struct_size %u is too small", call, \
+                        (unsigned)params->struct_size)
+
+DIFFUSE_API diffuse_status diffuse_generate(diffuse_ctx *ctx, const diffuse_generate_params *params,
+                                            diffuse_images **out_images) {
+    static const char call[] = "diffuse_generate";
+    DF_CALL_PROLOGUE(call, diffuse_generate_params, tile_y);
+    if (!p.prompt) return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: prompt is NULL", call);
+    if (p.width % 8 || p.height % 8 || p.width > 8192 || p.height > 8192)
+        return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT,
+                        "%s: size %ux%u: width and height must be multiples of 8, at most 8192 (0 = native)", call,
+                        p.width, p.height);
+    if (!isfinite(p.guidance_rescale) || p.guidance_rescale < 0.0f || p.guidance_rescale > 1.0f)
+        return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: guidance_rescale %g not in 0..1", call,
+                        p.guidance_rescale);
+    if (p.clip_skip > 64) return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: clip_skip %u too large", call, p.clip_skip);
+    if (p.tile_x > 1 || p.tile_y > 1)
+        return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: tile_x/tile_y must be 0 or 1", call);
+    diffuse_status st = check_common(ctx, call, p.n_images, p.steps, p.guidance_scale, p.sampler, &p.output);
+    if (st != DIFFUSE_OK) return st;
+    return pipeline_unsupported(ctx, call);
+}
+
+/* Edit/variation masks: a separate mask must match the image's size; the
+ * alpha convention needs an image that has alpha. */
+static diffuse_status check_mask(diffuse_ctx *ctx, const char *call, const diffuse_edit_params *p) {
+    if (!p->mask) {
+        if (p->image->format == DIFFUSE_PIXEL_RGB8)
+            return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT,
+                            "%s: no mask given and the image is RGB8: the alpha convention (alpha 0 = edit) needs "
+                            "RGBA8 or BGRA8, or pass a mask image",
+                            call);
+        return DIFFUSE_OK;
+    }
+    diffuse_status st = check_image(ctx, call, "mask", p->mask);
+    if (st != DIFFUSE_OK) return st;
+    if (p->mask->width != p->image->width || p->mask->height != p->image->height)
+        return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: mask is %ux%u but the image is %ux%u", call,
+                        p->mask->width, p->mask->height, p->image->width, p->image->height);
+    return DIFFUSE_OK;
+}
+
+DIFFUSE_API diffuse_status diffuse_edit(diffuse_ctx *ctx, const diffuse_edit_params *params,
+                                        diffuse_images **out_images) {
+    static const char call[] = "diffuse_edit";
+    DF_CALL_PROLOGUE(call, diffuse_edit_params, output);
+    diffuse_status st = check_image(ctx, call, "image", p.image);
+    if (st == DIFFUSE_OK) st = check_mask(ctx, call, &p);
+    if (st != DIFFUSE_OK) return st;
+    if (!p.prompt) return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: prompt is NULL", call);
+    if (!isfinite(p.mask_feather) || p.mask_feather < 0.0f || p.mask_feather > 256.0f)
+        return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: mask_feather %g not in 0..256", call, p.mask_feather);
+    st = check_strength(ctx, call, p.strength);
+    if (st == DIFFUSE_OK) st = check_common(ctx, call, p.n_images, p.steps, p.guidance_scale, p.sampler, &p.output);
+    if (st != DIFFUSE_OK) return st;
+    return pipeline_unsupported(ctx, call);
+}
+
+DIFFUSE_API diffuse_status diffuse_variation(diffuse_ctx *ctx, const diffuse_variation_params *params,
+                                             diffuse_images **out_images) {
+    static const char call[] = "diffuse_variation";
+    DF_CALL_PROLOGUE(call, diffuse_variation_params, output);
+    diffuse_status st = check_image(ctx, call, "image", p.image);
+    if (st == DIFFUSE_OK) st = check_strength(ctx, call, p.strength);
+    if (st == DIFFUSE_OK) st = check_common(ctx, call, p.n_images, p.steps, p.guidance_scale, p.sampler, &p.output);
+    if (st != DIFFUSE_OK) return st;
+    return pipeline_unsupported(ctx, call);
+}
