@@ -1,0 +1,126 @@
+/*
+ * model.h - the in-memory form of a loaded checkpoint (internal).
+ *
+ * A diffuse_model holds its components (unet, vae, text_encoder) as
+ * validated, memory-mapped safetensors files plus their parsed config.json,
+ * and the tokenizer/scheduler configs. It is immutable after df_model_load()
+ * returns and may be read by any number of threads.
+ *
+ * Two layouts load:
+ *  - a diffusers folder: model_index.json names the components; each
+ *    component folder has config.json and diffusion_pytorch_model.safetensors
+ *    (unet, vae) or model.safetensors (text_encoder), or the `.fp16.` variant
+ *    of that name (the plain file wins when both exist). Sharded weights
+ *    (*.safetensors.index.json) are refused with DIFFUSE_ERR_UNSUPPORTED.
+ *    Each component's config must be valid and its representative tensors
+ *    present with the shapes the config implies (conv_in, conv_out, time
+ *    embedding; VAE conv_in/conv_out/quant convs; CLIP embeddings, final
+ *    norm, every layer's q_proj).
+ *  - a single-file original checkpoint (.safetensors with
+ *    model.diffusion_model.*, first_stage_model.*, cond_stage_model.* keys).
+ *    It is validated and recognised, but its keys keep their original names:
+ *    comp[].config is NULL, comp[].key_prefix is the component's prefix, all
+ *    three components share one st_file, and `dims` stays zero. Mapping the
+ *    original key names to diffusers names comes with the networks.
+ *
+ * Tensor names: df_model_tensor() takes the diffusers/transformers-5 name of
+ * a tensor within its component ("conv_in.weight"; for the text encoder
+ * "embeddings.token_embedding.weight", without the "text_model." that
+ * transformers 4 and published checkpoints put in front: the loader detects
+ * which spelling a file uses and records it in key_prefix).
+ *
+ * JSON files (model_index.json, config.json, scheduler/tokenizer configs)
+ * that are unreadable as JSON or lack a required key give
+ * DIFFUSE_ERR_MODEL_CONFIG; broken safetensors files DIFFUSE_ERR_MODEL_FORMAT
+ * or DIFFUSE_ERR_MODEL_TRUNCATED.
+ *
+ * Family rule: the UNet's cross_attention_dim decides (768 -> SD1,
+ * 1024 -> SD2). For other widths (tiny test models) the text encoder's
+ * activation decides: quick_gelu (OpenAI CLIP) -> SD1, gelu (OpenCLIP) -> SD2,
+ * anything else UNKNOWN. Single-file: cond_stage_model.transformer.* -> SD1,
+ * cond_stage_model.model.* -> SD2.
+ */
+#ifndef DIFFUSE_MODEL_H
+#define DIFFUSE_MODEL_H
+
+#include "common.h"
+#include "model/safetensors.h"
+
+#include <json-c/json.h>
+
+typedef enum df_component {
+    DF_COMP_UNET = 0,
+    DF_COMP_VAE = 1,
+    DF_COMP_TEXT_ENCODER = 2,
+    DF_COMP_COUNT = 3
+} df_component;
+
+/* One network's weights and configuration. */
+typedef struct df_model_component {
+    char dir[4096];              /* folder it came from ("" for single-file) */
+    struct json_object *config;  /* parsed config.json; owned; NULL for single-file */
+    st_file *weights;            /* validated safetensors file; owned (shared by all comps for single-file) */
+    const char *key_prefix;      /* prefix of its keys inside `weights`: "" in diffusers folders,
+                                  * except "text_model." for a text encoder saved by transformers 4 */
+    uint64_t n_params;           /* elements of its float tensors */
+} df_model_component;
+
+/* Sizes read from the configs (diffusers folders; zero for single-file). */
+typedef struct df_model_dims {
+    int64_t unet_in_channels;    /* 4, or 9 for inpainting */
+    int64_t unet_out_channels;
+    int64_t unet_sample_size;    /* native latent size */
+    int64_t cross_attention_dim; /* text context width the UNet expects */
+    int64_t vae_in_channels;     /* image channels (3) */
+    int64_t latent_channels;     /* 4 */
+    int64_t vae_scale_factor;    /* 2^(len(vae block_out_channels) - 1): 8 */
+    int64_t text_hidden_size;
+    int64_t text_layers;
+    int64_t text_vocab_size;
+    int64_t text_max_positions;  /* 77 */
+    int v_prediction;            /* scheduler prediction_type is "v_prediction" */
+} df_model_dims;
+
+struct diffuse_model {
+    char path[4096];
+    int single_file;             /* 1: original single-file checkpoint */
+    diffuse_model_family family;
+    df_model_component comp[DF_COMP_COUNT];
+    df_model_dims dims;
+    uint64_t weight_bytes;       /* bytes of the weight files on disk */
+    struct json_object *scheduler_config; /* may be NULL */
+    struct json_object *tokenizer_config; /* may be NULL */
+    char tokenizer_dir[4096];    /* "" when the model carries no tokenizer */
+    struct df_tokenizer *tokenizer; /* from tokenizer_dir, else the built-in CLIP vocabulary; never NULL after load */
+    df_logger log;               /* the load's logger (not used after load) */
+};
+
+/* Loads @path (a diffusers folder or a single-file .safetensors) into a
+ * freshly allocated model: every file validated, every float tensor given a
+ * float32 view. @log may be NULL.
+ * @return DIFFUSE_OK and *out; otherwise *out is NULL, nothing stays mapped
+ *         or allocated, and @err holds the status and a message naming the
+ *         file, tensor or key (statuses as documented for diffuse_model_load).
+ * Thread-safety: concurrent loads are independent. */
+diffuse_status df_model_load(const char *path, const df_logger *log, diffuse_model **out, df_error *err);
+
+/* Releases everything the model owns. Accepts NULL. */
+void df_model_free(diffuse_model *m);
+
+/* The tensor @name of component @c (the component's key_prefix is put in
+ * front of @name), or NULL when absent. Its f32 is a float32 view for
+ * F32/F16/BF16 tensors. Valid as long as the model lives; any thread. */
+const st_tensor *df_model_tensor(const diffuse_model *m, df_component c, const char *name);
+
+/* "unet", "vae", "text_encoder". */
+const char *df_component_name(df_component c);
+
+/* Checks a diffusers component against its config.json and fills the part
+ * of m->dims it owns (model_check.c). */
+diffuse_status df_model_check_component(diffuse_model *m, df_component c, const char *weights_path,
+                                        df_error *err);
+
+/* Cross-checks the components and sets m->family (model_check.c). */
+diffuse_status df_model_check_pipeline(diffuse_model *m, df_error *err);
+
+#endif /* DIFFUSE_MODEL_H */
