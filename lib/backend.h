@@ -133,7 +133,28 @@ typedef struct bk_ops {
                              int cb, int hw);
     /* out[i] = a[i] + b[i]; out may equal a or b. */
     diffuse_status (*add)(bk_backend *bk, const float *a, const float *b, float *out, size_t n);
+    /* token + position embedding: out[b, s, :] = table[ids[b*seq + s], :] +
+     * pos[s, :]. @ids is host memory, each id in [0, rows); pos may be NULL. */
+    diffuse_status (*embedding)(bk_backend *bk, const int32_t *ids, const float *table, int rows,
+                                const float *pos, float *out, int batch, int seq, int dim);
+    /* batched transpose: in (N, R, K) -> out (N, K, R); turns NCHW feature
+     * maps (R = C, K = HW) into token sequences (N, HW, C) and back. */
+    diffuse_status (*transpose)(bk_backend *bk, const float *in, float *out, int n, int r, int k);
+    /* out[n, c, p] = in[n, c, p] + bias[n * C + c]: a per-sample channel bias
+     * (the time embedding added inside a resnet); out may equal in. */
+    diffuse_status (*add_channel)(bk_backend *bk, const float *in, const float *bias, float *out, int n, int c,
+                                  int hw);
+    /* out[i] = in[i] * s + b; out may equal in. */
+    diffuse_status (*scale)(bk_backend *bk, const float *in, float *out, size_t n, float s, float b);
+    /* Host <-> backend copies (plain memcpy on the CPU). */
+    diffuse_status (*upload)(bk_backend *bk, void *dst, const void *host_src, size_t bytes);
+    diffuse_status (*download)(bk_backend *bk, void *host_dst, const void *src, size_t bytes);
 } bk_ops;
+
+/* Scratch any single op may take from the arena on top of its inputs and
+ * outputs when it runs at full speed (conv2d's im2col band is the largest).
+ * Workspace planners add this to the activations they need. */
+#define BK_OP_SCRATCH_BYTES ((size_t)18 << 20)
 
 /* The state every backend shares; a backend embeds it first in its own
  * struct. The arena is a bump allocator: bk_alloc takes from the top,
