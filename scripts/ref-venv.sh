@@ -12,5 +12,5 @@ fi
 # Pinned reference versions: fixtures record these in their headers.
 "$VENV/bin/pip" install -q \
     torch==2.15.0 diffusers==0.42.1 transformers==5.23.0 tokenizers==0.23.3 \
-    safetensors==0.8.0 "numpy==2.4.*" accelerate unicodedata2==16.0.0 pytest
+    safetensors==0.8.0 "numpy==2.4.*" accelerate unicodedata2==16.0.0 scipy==1.17.1 pytest
 echo "reference venv ready: $VENV"
