@@ -265,12 +265,17 @@ DIFFUSE_API diffuse_status diffuse_model_get_info(const diffuse_model *model, di
 
 /**
  * diffuse_tokenize() - the CLIP token ids the model's tokenizer gives @text,
- *        including the start and end tokens, before padding and truncation.
+ *        including the start and end tokens, before padding and truncation,
+ *        exactly as transformers' CLIPTokenizer. Models without a tokenizer
+ *        folder (single-file checkpoints) use the standard CLIP vocabulary
+ *        built into the library. The pipelines keep the first 77 ids (75
+ *        tokens between start and end); hosts use @count to show prompt length.
  * @ids: caller buffer of @capacity entries (may be NULL when capacity is 0).
  * @count: receives the number of ids the text has (may exceed capacity; then
  *        only the first @capacity are written).
- * @return DIFFUSE_OK; DIFFUSE_ERR_INVALID_ARGUMENT (NULL model, text or count);
- *         DIFFUSE_ERR_UNSUPPORTED (this version has no tokenizer yet).
+ * @return DIFFUSE_OK; DIFFUSE_ERR_INVALID_ARGUMENT (NULL model, text or count,
+ *         ids NULL with capacity > 0, or text that is not valid UTF-8);
+ *         DIFFUSE_ERR_OUT_OF_MEMORY.
  * Thread-safety: any thread. Since 0.1.
  */
 DIFFUSE_API diffuse_status diffuse_tokenize(const diffuse_model *model, const char *text, int32_t *ids,

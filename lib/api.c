@@ -9,8 +9,12 @@
 #include "backend.h"
 #include "common.h"
 #include "model/model.h"
+#include "pipe/pipe.h"
+#include "text/tokenizer.h"
 
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -169,11 +173,36 @@ DIFFUSE_API void diffuse_model_free(diffuse_model *model) {
     if (model) df_model_free(model);
 }
 
+DIFFUSE_API diffuse_status diffuse_model_get_info(const diffuse_model *model, diffuse_model_info *info) {
+    if (!model || !info || info->struct_size < DF_V01_SIZE(diffuse_model_info, weight_bytes))
+        return DIFFUSE_ERR_INVALID_ARGUMENT;
+    diffuse_model_info v;
+    memset(&v, 0, sizeof v);
+    v.struct_size = info->struct_size < sizeof v ? info->struct_size : (uint32_t)sizeof v;
+    const df_model_dims *d = &model->dims;
+    v.family = model->family;
+    v.unet_in_channels = (uint32_t)d->unet_in_channels;
+    v.latent_channels = (uint32_t)d->latent_channels;
+    v.vae_scale_factor = (uint32_t)d->vae_scale_factor;
+    v.sample_size = (uint32_t)d->unet_sample_size;
+    v.text_hidden_size = (uint32_t)d->text_hidden_size;
+    v.text_layers = (uint32_t)d->text_layers;
+    v.v_prediction = d->v_prediction;
+    v.unet_parameters = model->comp[DF_COMP_UNET].n_params;
+    v.vae_parameters = model->comp[DF_COMP_VAE].n_params;
+    v.text_encoder_parameters = model->comp[DF_COMP_TEXT_ENCODER].n_params;
+    v.weight_bytes = model->weight_bytes;
+    memcpy(info, &v, v.struct_size);
+    return DIFFUSE_OK;
+}
+
 DIFFUSE_API diffuse_status diffuse_tokenize(const diffuse_model *model, const char *text, int32_t *ids,
                                             size_t capacity, size_t *count) {
     if (count) *count = 0;
     if (!model || !text || !count || (capacity && !ids)) return DIFFUSE_ERR_INVALID_ARGUMENT;
-    return DIFFUSE_ERR_UNSUPPORTED;
+    df_error err;
+    df_error_clear(&err);
+    return df_tokenize(model->tokenizer, text, ids, capacity, count, &err);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -346,6 +375,37 @@ static diffuse_status pipeline_unsupported(diffuse_ctx *ctx, const char *call) {
                     diffuse_version_string());
 }
 
+/* Sets up a pipeline run on @ctx, or fails when the model cannot run one. */
+static diffuse_status run_begin(diffuse_ctx *ctx, const char *call, df_run *r) {
+    const diffuse_model *m = ctx->model;
+    if (!m->unet_net || !m->vae_net || !m->text_net)
+        return ctx_fail(ctx, DIFFUSE_ERR_UNSUPPORTED,
+                        "%s: %s is a single-file checkpoint; running those needs the original-to-diffusers key "
+                        "mapping, which libdiffuse %s does not have yet (convert it to a diffusers folder)",
+                        call, m->path, diffuse_version_string());
+    memset(r, 0, sizeof *r);
+    r->model = m;
+    r->bk = ctx->backend;
+    r->log = &ctx->log;
+    r->progress_fn = ctx->params.progress_fn;
+    r->progress_user = ctx->params.progress_user;
+    r->err = &ctx->err;
+    r->t_start = pipe_now();
+    return DIFFUSE_OK;
+}
+
+/* Logs a failed run's message (already in ctx->err) and returns its status. */
+static diffuse_status run_end(diffuse_ctx *ctx, const char *call, diffuse_status st) {
+    if (st == DIFFUSE_OK) {
+        df_error_clear(&ctx->err);
+        return st;
+    }
+    if (ctx->err.status != st || !ctx->err.msg[0]) df_fail(&ctx->err, st, "%s", diffuse_status_string(st));
+    df_fail_prefix(&ctx->err, "%s: ", call);
+    df_log(&ctx->log, st == DIFFUSE_CANCELLED ? DIFFUSE_LOG_INFO : DIFFUSE_LOG_ERROR, "%s", ctx->err.msg);
+    return st;
+}
+
 #define DF_CALL_PROLOGUE(call, type, last_field)                                                          \
     if (out_images) *out_images = NULL;                                                                   \
     if (!ctx) return DIFFUSE_ERR_INVALID_ARGUMENT;                                                        \
@@ -374,9 +434,16 @@ DIFFUSE_API diffuse_status diffuse_generate(diffuse_ctx *ctx, const diffuse_gene
     if (p.clip_skip > 64) return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: clip_skip %u too large", call, p.clip_skip);
     if (p.tile_x > 1 || p.tile_y > 1)
         return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: tile_x/tile_y must be 0 or 1", call);
+    if (p.tile_x || p.tile_y)
+        return ctx_fail(ctx, DIFFUSE_ERR_UNSUPPORTED, "%s: seamless tiling (tile_x/tile_y) is not implemented in %s",
+                        call, diffuse_version_string());
     diffuse_status st = check_common(ctx, call, p.n_images, p.steps, p.guidance_scale, p.sampler, &p.output);
     if (st != DIFFUSE_OK) return st;
-    return pipeline_unsupported(ctx, call);
+    df_run run;
+    st = run_begin(ctx, call, &run);
+    if (st != DIFFUSE_OK) return st;
+    run.image_count = p.n_images;
+    return run_end(ctx, call, pipe_generate(&run, &p, out_images));
 }
 
 /* Edit/variation masks: a separate mask must match the image's size; the

@@ -13,7 +13,9 @@ pc=$(find "$stage" -name diffuse.pc | head -n1)
 for f in "$hdr" "$lib" "$pc"; do [ -n "$f" ] || { echo "FAIL: missing installed file"; find "$stage"; exit 1; }; done
 echo "installed: ${hdr#$stage} ${lib#$stage} ${pc#$stage}"
 # Compile and run the README example against the staged install.
-flags=$(PKG_CONFIG_PATH=$(dirname "$pc") pkg-config --define-prefix --cflags --libs diffuse)
+export PKG_CONFIG_PATH="$(dirname "$pc")"
+prefix=$(pkg-config --variable=prefix diffuse)
+flags=$(pkg-config --define-variable=prefix="$stage$prefix" --cflags --libs diffuse)
 cc -std=c11 -Wall -Werror "$src/examples/readme_example.c" $flags -o "$stage/example" \
     -Wl,-rpath,"$(dirname "$lib")"
 "$stage/example" "$src/tests/fixtures/models/tiny-sd1"

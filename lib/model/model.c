@@ -302,6 +302,7 @@ diffuse_status df_model_load(const char *path, const df_logger *log, diffuse_mod
     }
     if (s == DIFFUSE_OK) s = finish(m, err);
     if (s == DIFFUSE_OK) s = load_tokenizer(m, err);
+    if (s == DIFFUSE_OK) s = df_model_build_nets(m, err);
     if (s != DIFFUSE_OK) {
         df_model_free(m);
         return s;
@@ -323,6 +324,7 @@ void df_model_free(diffuse_model *m) {
     json_object_put(m->scheduler_config);
     json_object_put(m->tokenizer_config);
     df_tokenizer_free(m->tokenizer);
+    df_model_free_nets(m);
     free(m);
 }
 

@@ -92,6 +92,12 @@ struct diffuse_model {
     struct json_object *tokenizer_config; /* may be NULL */
     char tokenizer_dir[4096];    /* "" when the model carries no tokenizer */
     struct df_tokenizer *tokenizer; /* from tokenizer_dir, else the built-in CLIP vocabulary; never NULL after load */
+    /* The networks as weight tables over the mapped files (model_nets.c):
+     * built at load for diffusers folders, NULL for single-file checkpoints
+     * until their key mapping exists. */
+    struct clip_text_model *text_net;
+    struct unet_model *unet_net;
+    struct vae_model *vae_net;
     df_logger log;               /* the load's logger (not used after load) */
 };
 
@@ -119,6 +125,11 @@ const char *df_component_name(df_component c);
  * of m->dims it owns (model_check.c). */
 diffuse_status df_model_check_component(diffuse_model *m, df_component c, const char *weights_path,
                                         df_error *err);
+
+/* Builds text_net, unet_net and vae_net from the components (model_nets.c);
+ * every weight's presence and shape is checked. Single-file models get none. */
+diffuse_status df_model_build_nets(diffuse_model *m, df_error *err);
+void df_model_free_nets(diffuse_model *m);
 
 /* Cross-checks the components and sets m->family (model_check.c). */
 diffuse_status df_model_check_pipeline(diffuse_model *m, df_error *err);

@@ -1,0 +1,172 @@
+/*
+ * generate.c - text to image, as diffusers' StableDiffusionPipeline: encode
+ * [negative, prompt], start from torch-identical noise (image i from seed
+ * + i), run the sampler with classifier-free guidance (and guidance_rescale),
+ * decode with the VAE. Images are denoised one at a time: the networks treat
+ * batch entries independently, so this equals diffusers' batched run while
+ * keeping memory to one image.
+ */
+#include "pipe/pipe.h"
+
+#include "nets/unet.h"
+#include "nets/vae.h"
+#include "sched/guidance.h"
+#include "sched/rng.h"
+#include "sched/sched.h"
+#include "text/clip_text.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Sizes and buffers of one call. Latent-sized host buffers hold the
+ * sampler state; backend buffers (from the arena) feed the networks. */
+typedef struct gen_plan {
+    const diffuse_generate_params *p;
+    int cfg;              /* guidance_scale > 1 */
+    int lc, h, w;         /* latent channels and size */
+    int width, height;    /* pixels */
+    size_t numel;         /* lc * h * w */
+    pipe_text text;       /* (1 + cfg, S, C) embeddings, backend */
+    float *unet_in;       /* (1 + cfg, lc, h, w) backend */
+    float *unet_out;      /* (1 + cfg, lc, h, w) backend */
+    float *x;             /* (lc, h, w) host: the sample */
+    float *eps;           /* (1 + cfg, lc, h, w) host: model outputs */
+    float *rgb;           /* (3, H, W) host: decoded image */
+} gen_plan;
+
+static diffuse_status gen_reserve(df_run *r, gen_plan *g) {
+    const diffuse_model *m = r->model;
+    const int b = 1 + g->cfg;
+    const size_t text = (size_t)b * m->text_net->cfg.max_positions * m->text_net->cfg.hidden * sizeof(float);
+    const size_t lat = (size_t)b * g->numel * sizeof(float);
+    size_t work = pipe_text_workspace_bytes(m, b);
+    size_t unet = unet_workspace_bytes(m->unet_net, b, g->h, g->w, m->text_net->cfg.max_positions);
+    size_t vae = vae_workspace_bytes(m->vae_net, VAE_DECODE, 1, g->height, g->width);
+    if (!unet || !vae)
+        return df_fail(r->err, DIFFUSE_ERR_INVALID_ARGUMENT, "size %dx%d is too small for this model", g->width,
+                       g->height);
+    /* the decode runs above the embeddings and UNet buffers, with its latents and output */
+    const size_t decode = vae + (g->numel + (size_t)3 * g->width * g->height) * sizeof(float) + 2 * 64;
+    if (unet > work) work = unet;
+    if (decode > work) work = decode;
+    return pipe_reserve(r, text + 2 * lat + 3 * 64 + work);
+}
+
+/* One sampler run for image @k: writes the final latents into g->x. */
+static diffuse_status gen_denoise(df_run *r, gen_plan *g, uint64_t seed) {
+    const diffuse_model *m = r->model;
+    const bk_ops *o = r->bk->ops;
+    sched *s = NULL;
+    df_rng rng;
+    df_rng_init(&rng, seed);
+    diffuse_status st = sched_create(m->scheduler_config, g->p->sampler, (int)g->p->steps, g->numel, &s, r->err);
+    if (st != DIFFUSE_OK) return df_fail_prefix(r->err, "sampler: ");
+    df_rng_randn(&rng, g->x, g->numel);
+    const float sigma0 = sched_init_noise_sigma(s);
+    for (size_t i = 0; i < g->numel; i++) g->x[i] *= sigma0;
+
+    const size_t n_evals = sched_num_evals(s), bytes = g->numel * sizeof(float);
+    const int b = 1 + g->cfg;
+    for (size_t i = 0; i < n_evals && st == DIFFUSE_OK; i++) {
+        float t[2];
+        t[0] = t[1] = (float)sched_timestep(s, i);
+        st = sched_scale_model_input(s, i, g->x, g->eps, r->err);
+        for (int k = 0; k < b && st == DIFFUSE_OK; k++) st = o->upload(r->bk, g->unet_in + k * g->numel, g->eps, bytes);
+        if (st == DIFFUSE_OK)
+            st = unet_forward(m->unet_net, r->bk, g->unet_in, b, g->h, g->w, t, g->text.emb, g->text.seq, g->unet_out);
+        if (st != DIFFUSE_OK && st != DIFFUSE_CANCELLED && r->err->status != st)
+            st = df_fail(r->err, st, "UNet: %s", r->bk->err.msg);
+        if (st == DIFFUSE_OK) st = o->download(r->bk, g->eps, g->unet_out, (size_t)b * bytes);
+        if (st == DIFFUSE_OK && g->cfg) {
+            float *uncond = g->eps, *cond = g->eps + g->numel;
+            guidance_cfg_combine(uncond, cond, g->p->guidance_scale, g->numel, uncond);
+            if (g->p->guidance_rescale > 0.0f)
+                st = guidance_rescale(uncond, cond, 1, g->numel, g->p->guidance_rescale, r->err);
+        }
+        if (st == DIFFUSE_OK) st = sched_step(s, i, g->eps, g->x, &rng, 1, g->x, r->err);
+        if (st == DIFFUSE_OK) st = pipe_progress(r, DIFFUSE_STAGE_DENOISE, (uint32_t)(i + 1), (uint32_t)n_evals);
+    }
+    sched_free(s);
+    return st;
+}
+
+static diffuse_status gen_decode(df_run *r, gen_plan *g, diffuse_image *img) {
+    const bk_ops *o = r->bk->ops;
+    diffuse_status st = pipe_progress(r, DIFFUSE_STAGE_DECODE, 0, 1);
+    const size_t mark = bk_mark(r->bk);
+    const size_t pix = (size_t)3 * g->width * g->height;
+    float *z = st == DIFFUSE_OK ? bk_alloc(r->bk, g->numel * sizeof(float)) : NULL;
+    float *out = z ? bk_alloc(r->bk, pix * sizeof(float)) : NULL;
+    if (st == DIFFUSE_OK && !out) st = df_fail(r->err, r->bk->err.status, "%s", r->bk->err.msg);
+    if (st == DIFFUSE_OK) st = o->upload(r->bk, z, g->x, g->numel * sizeof(float));
+    if (st == DIFFUSE_OK) {
+        st = vae_decode(r->model->vae_net, r->bk, z, 1, g->h, g->w, out);
+        if (st != DIFFUSE_OK) st = df_fail(r->err, st, "VAE decode: %s", r->bk->err.msg);
+    }
+    if (st == DIFFUSE_OK) st = o->download(r->bk, g->rgb, out, pix * sizeof(float));
+    bk_release(r->bk, mark);
+    if (st == DIFFUSE_OK) pipe_store_image(g->rgb, img);
+    if (st == DIFFUSE_OK) st = pipe_progress(r, DIFFUSE_STAGE_DECODE, 1, 1);
+    return st;
+}
+
+/* Sizes, host buffers and the arena for a call. */
+static diffuse_status gen_plan_init(df_run *r, const diffuse_generate_params *p, gen_plan *g) {
+    const diffuse_model *m = r->model;
+    const int f = (int)m->dims.vae_scale_factor;
+    memset(g, 0, sizeof *g);
+    g->p = p;
+    g->cfg = p->guidance_scale > 1.0f;
+    g->width = p->width ? (int)p->width : (int)m->dims.unet_sample_size * f;
+    g->height = p->height ? (int)p->height : (int)m->dims.unet_sample_size * f;
+    if (g->width % f || g->height % f)
+        return df_fail(r->err, DIFFUSE_ERR_INVALID_ARGUMENT, "size %dx%d: this model needs multiples of %d", g->width,
+                       g->height, f);
+    g->lc = (int)m->dims.latent_channels;
+    g->h = g->height / f;
+    g->w = g->width / f;
+    g->numel = (size_t)g->lc * g->h * g->w;
+    const int b = 1 + g->cfg;
+    g->x = malloc(g->numel * sizeof(float));
+    g->eps = malloc((size_t)b * g->numel * sizeof(float));
+    g->rgb = malloc((size_t)3 * g->width * g->height * sizeof(float));
+    if (!g->x || !g->eps || !g->rgb) return df_fail(r->err, DIFFUSE_ERR_OUT_OF_MEMORY, "out of memory for latents");
+    return gen_reserve(r, g);
+}
+
+static void gen_plan_free(gen_plan *g) {
+    free(g->x);
+    free(g->eps);
+    free(g->rgb);
+}
+
+diffuse_status pipe_generate(df_run *r, const diffuse_generate_params *p, diffuse_images **out) {
+    gen_plan g;
+    diffuse_images *images = NULL;
+    diffuse_status st = gen_plan_init(r, p, &g);
+    if (st == DIFFUSE_OK) st = pipe_images_alloc(r, p->n_images, (uint32_t)g.width, (uint32_t)g.height, &p->output,
+                                                 p->seed, &images);
+    const int b = 1 + g.cfg;
+    const size_t base = bk_mark(r->bk);
+    if (st == DIFFUSE_OK) {
+        const clip_text_config *tc = &r->model->text_net->cfg;
+        g.text.emb = bk_alloc(r->bk, (size_t)b * tc->max_positions * tc->hidden * sizeof(float));
+        g.unet_in = g.text.emb ? bk_alloc(r->bk, (size_t)b * g.numel * sizeof(float)) : NULL;
+        g.unet_out = g.unet_in ? bk_alloc(r->bk, (size_t)b * g.numel * sizeof(float)) : NULL;
+        if (!g.unet_out) st = df_fail(r->err, r->bk->err.status, "%s", r->bk->err.msg);
+    }
+    if (st == DIFFUSE_OK) st = pipe_encode_prompts(r, p->prompt, p->negative_prompt, g.cfg, p->clip_skip, &g.text);
+    for (uint32_t i = 0; st == DIFFUSE_OK && i < p->n_images; i++) {
+        r->image_index = i;
+        st = gen_denoise(r, &g, p->seed + i);
+        if (st == DIFFUSE_OK) st = gen_decode(r, &g, &images->images[i]);
+    }
+    bk_release(r->bk, base);
+    gen_plan_free(&g);
+    if (st != DIFFUSE_OK) {
+        diffuse_images_free(images);
+        return st;
+    }
+    *out = images;
+    return DIFFUSE_OK;
+}
