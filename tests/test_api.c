@@ -195,6 +195,36 @@ static void test_generate_args(diffuse_ctx *ctx) {
     out = NULL;
     g.tile_x = 1;
     CHECK_STATUS(diffuse_generate(ctx, &g, &out), DIFFUSE_ERR_UNSUPPORTED);
+    g.tile_x = 0;
+}
+
+/* A prompt longer than the text encoder's 77 positions is truncated as
+ * diffusers does, with a warning that says how many tokens were dropped. */
+static void test_long_prompt(const diffuse_model *model) {
+    log_capture cap = {0};
+    diffuse_ctx_params cp;
+    diffuse_ctx_params_init(&cp);
+    cp.log_fn = capture_log;
+    cp.log_user = &cap;
+    diffuse_ctx *ctx = NULL;
+    CHECK_STATUS(diffuse_ctx_create(model, &cp, &ctx), DIFFUSE_OK);
+    if (!ctx) return;
+    char prompt[2048] = "";
+    for (int i = 0; i < 100; i++) strcat(prompt, "red ");
+    size_t count = 0;
+    CHECK_STATUS(diffuse_tokenize(model, prompt, NULL, 0, &count), DIFFUSE_OK);
+    diffuse_generate_params g;
+    diffuse_generate_params_init(&g);
+    g.prompt = prompt;
+    g.steps = 1;
+    diffuse_images *out = NULL;
+    CHECK_STATUS(diffuse_generate(ctx, &g, &out), DIFFUSE_OK);
+    char want[64];
+    snprintf(want, sizeof want, "%zu tokens", count - 77); /* count includes start and end */
+    CHECK(cap.count >= 1 && cap.last_level == DIFFUSE_LOG_WARN && strstr(cap.last, want),
+          "long prompt warning (want '%s'): '%s'", want, cap.last);
+    diffuse_images_free(out);
+    diffuse_ctx_free(ctx);
 }
 
 static void test_edit_variation_args(diffuse_ctx *ctx) {
@@ -266,6 +296,7 @@ int main(void) {
             test_edit_variation_args(ctx);
             diffuse_ctx_free(ctx);
         }
+        test_long_prompt(model);
         diffuse_model_info info;
         memset(&info, 0xAB, sizeof info);
         info.struct_size = sizeof info;
