@@ -75,7 +75,7 @@ static double rel_err(const float *out, const double *ref, size_t n) {
 }
 
 /* Largest error seen per op, for the summary. */
-#define MAX_OPS 16
+#define MAX_OPS 24
 static struct {
     const char *op;
     double err;
@@ -372,9 +372,10 @@ static float *attn_inputs(bk_attention_args *a, qkv_layout lay, float **extra) {
     return q;
 }
 
-/* Returns the arena bytes the op took at its peak. */
+/* Returns the arena bytes the op took at its peak. @leave_free > 0 first
+ * fills the arena so only that many bytes remain (fewer heads per pass). */
 static size_t test_attention(bk_backend *bk, int batch, int sq, int sk, int heads, int d, int causal,
-                             qkv_layout lay) {
+                             qkv_layout lay, size_t leave_free) {
     bk_attention_args a = {.batch = batch, .sq = sq, .sk = sk, .heads = heads, .head_dim = d,
                            .scale = (float)(1.0 / sqrt((double)d)), .causal = causal};
     float *extra, *buf = attn_inputs(&a, lay, &extra);
@@ -383,32 +384,39 @@ static size_t test_attention(bk_backend *bk, int batch, int sq, int sk, int head
     double *ref = xmalloc(total * sizeof *ref);
     a.out = out;
     ref_attention(&a, ref);
+    const size_t outer = bk_mark(bk);
+    if (leave_free) bk_alloc(bk, bk->arena_size - outer - leave_free - 64);
     const size_t mark = bk_mark(bk);
     bk->arena_peak = mark;
     const diffuse_status st = bk->ops->attention(bk, &a);
     const size_t peak = bk->arena_peak - mark;
     char what[200];
-    snprintf(what, sizeof what, "attention b=%d sq=%d sk=%d heads=%d d=%d%s %s scratch=%zuKiB", batch, sq, sk,
-             heads, d, causal ? " causal" : "", layout_names[lay], peak >> 10);
+    snprintf(what, sizeof what, "attention b=%d sq=%d sk=%d heads=%d d=%d%s %s scratch=%zuKiB%s", batch, sq, sk,
+             heads, d, causal ? " causal" : "", layout_names[lay], peak >> 10,
+             leave_free ? " (arena nearly full)" : "");
     check(bk, "attention", what, st, mark, out, ref, total, TOL);
+    bk_release(bk, outer);
     free(buf), free(extra), free(out), free(ref);
     return peak;
 }
 
 static void test_attention_all(bk_backend *bk) {
-    test_attention(bk, 2, 64, 64, 2, 40, 0, QKV_SEPARATE);
-    test_attention(bk, 2, 77, 77, 3, 64, 1, QKV_FUSED);   /* CLIP text: causal */
-    test_attention(bk, 1, 300, 77, 2, 80, 0, KV_FUSED);   /* cross attention */
-    test_attention(bk, 2, 300, 77, 1, 160, 0, QKV_SEPARATE);
-    test_attention(bk, 1, 600, 600, 1, 160, 0, QKV_FUSED); /* several query and key blocks */
-    test_attention(bk, 1, 700, 700, 2, 64, 1, QKV_FUSED);  /* causal across blocks */
-    test_attention(bk, 1, 300, 520, 1, 40, 1, QKV_SEPARATE);
-    test_attention(bk, 1, 9, 1100, 1, 80, 0, KV_FUSED);
+    test_attention(bk, 2, 64, 64, 2, 40, 0, QKV_SEPARATE, 0);
+    test_attention(bk, 2, 77, 77, 3, 64, 1, QKV_FUSED, 0);   /* CLIP text: causal */
+    test_attention(bk, 2, 77, 77, 5, 64, 1, QKV_FUSED, 0);   /* 10 (batch, head) pairs: passes of 8 + 2 */
+    test_attention(bk, 1, 300, 77, 2, 80, 0, KV_FUSED, 0);   /* cross attention */
+    test_attention(bk, 2, 300, 77, 1, 160, 0, QKV_SEPARATE, 0);
+    test_attention(bk, 1, 600, 600, 1, 160, 0, QKV_FUSED, 0); /* several query and key blocks */
+    test_attention(bk, 1, 700, 700, 2, 64, 1, QKV_FUSED, 0);  /* causal across blocks */
+    test_attention(bk, 1, 300, 520, 1, 40, 1, QKV_SEPARATE, 0);
+    test_attention(bk, 1, 9, 1100, 1, 80, 0, KV_FUSED, 0);
+    /* room for ~1.5 pairs of 256x512 tiles: one pair per pass */
+    test_attention(bk, 2, 300, 600, 3, 40, 0, KV_FUSED, 800u << 10);
 
     /* Long: a 4096 x 4096 float score matrix would be 64 MiB, twice the arena. */
     const int s = 4096, heads = 2;
     const size_t full = (size_t)s * s * sizeof(float);
-    const size_t peak = test_attention(bk, 1, s, s, heads, 40, 0, QKV_FUSED);
+    const size_t peak = test_attention(bk, 1, s, s, heads, 40, 0, QKV_FUSED, 0);
     char what[160];
     snprintf(what, sizeof what, "attention 4096 scratch %zu KiB <= S*S*4/32 = %zu KiB", peak >> 10,
              (full / 32) >> 10);
@@ -507,6 +515,84 @@ static void test_add(bk_backend *bk, size_t n, int alias) {
     snprintf(what, sizeof what, "add n=%zu%s", n, alias == 1 ? " out=a" : alias == 2 ? " out=b" : "");
     check(bk, "add", what, st, mark, out, ref, n, TOL);
     free(a), free(b), free(out), free(ref);
+}
+
+static void test_embedding(bk_backend *bk, int rows, int batch, int seq, int dim, int with_pos) {
+    const size_t total = (size_t)batch * seq * dim;
+    int32_t *ids = xmalloc((size_t)batch * seq * sizeof *ids);
+    for (int t = 0; t < batch * seq; t++) ids[t] = (int32_t)(rng_u01() * rows);
+    float *table = rand_buf((size_t)rows * dim, -1, 1);
+    float *pos = with_pos ? rand_buf((size_t)seq * dim, -1, 1) : NULL, *out = poisoned(total);
+    double *ref = xmalloc(total * sizeof *ref);
+    for (int t = 0; t < batch * seq; t++)
+        for (int c = 0; c < dim; c++)
+            ref[(size_t)t * dim + c] =
+                (double)table[(size_t)ids[t] * dim + c] + (pos ? pos[(size_t)(t % seq) * dim + c] : 0.0);
+    const size_t mark = bk_mark(bk);
+    const diffuse_status st = bk->ops->embedding(bk, ids, table, rows, pos, out, batch, seq, dim);
+    char what[96];
+    snprintf(what, sizeof what, "embedding rows=%d batch=%d seq=%d dim=%d%s", rows, batch, seq, dim,
+             with_pos ? " +pos" : "");
+    check(bk, "embedding", what, st, mark, out, ref, total, TOL);
+    free(ids), free(table), free(pos), free(out), free(ref);
+}
+
+static void test_transpose(bk_backend *bk, int n, int r, int k) {
+    const size_t total = (size_t)n * r * k;
+    float *in = rand_buf(total, -1, 1), *out = poisoned(total);
+    double *ref = xmalloc(total * sizeof *ref);
+    for (int b = 0; b < n; b++)
+        for (int i = 0; i < r; i++)
+            for (int j = 0; j < k; j++) ref[((size_t)b * k + j) * r + i] = in[((size_t)b * r + i) * k + j];
+    const size_t mark = bk_mark(bk);
+    const diffuse_status st = bk->ops->transpose(bk, in, out, n, r, k);
+    char what[64];
+    snprintf(what, sizeof what, "transpose n=%d r=%d k=%d", n, r, k);
+    check(bk, "transpose", what, st, mark, out, ref, total, 0.0);
+    free(in), free(out), free(ref);
+}
+
+static void test_add_channel(bk_backend *bk, int n, int c, int hw, int in_place) {
+    const size_t total = (size_t)n * c * hw;
+    float *in = rand_buf(total, -1, 1), *bias = rand_buf((size_t)n * c, -1, 1), *out = poisoned(total);
+    double *ref = xmalloc(total * sizeof *ref);
+    for (size_t i = 0; i < total; i++) ref[i] = (double)in[i] + bias[i / hw];
+    if (in_place) memcpy(out, in, total * sizeof *out);
+    const size_t mark = bk_mark(bk);
+    const diffuse_status st = bk->ops->add_channel(bk, in_place ? out : in, bias, out, n, c, hw);
+    char what[64];
+    snprintf(what, sizeof what, "add_channel n=%d c=%d hw=%d%s", n, c, hw, in_place ? " in-place" : "");
+    check(bk, "add_channel", what, st, mark, out, ref, total, TOL);
+    free(in), free(bias), free(out), free(ref);
+}
+
+static void test_scale(bk_backend *bk, size_t n, float sc, float b, int in_place) {
+    float *in = rand_buf(n, -1, 1), *out = poisoned(n);
+    double *ref = xmalloc(n * sizeof *ref);
+    for (size_t i = 0; i < n; i++) ref[i] = (double)in[i] * sc + b;
+    if (in_place) memcpy(out, in, n * sizeof *out);
+    const size_t mark = bk_mark(bk);
+    const diffuse_status st = bk->ops->scale(bk, in_place ? out : in, out, n, sc, b);
+    char what[80];
+    snprintf(what, sizeof what, "scale n=%zu s=%g b=%g%s", n, (double)sc, (double)b, in_place ? " in-place" : "");
+    check(bk, "scale", what, st, mark, out, ref, n, TOL);
+    free(in), free(out), free(ref);
+}
+
+/* upload then download through a buffer in the arena: bytes come back exact. */
+static void test_copies(bk_backend *bk, size_t n) {
+    float *host = rand_buf(n, -1, 1), *back = poisoned(n);
+    double *ref = xmalloc(n * sizeof *ref);
+    for (size_t i = 0; i < n; i++) ref[i] = host[i];
+    const size_t mark = bk_mark(bk);
+    float *dev = bk_alloc(bk, n * sizeof *dev);
+    diffuse_status st = dev ? bk->ops->upload(bk, dev, host, n * sizeof *host) : bk->err.status;
+    if (st == DIFFUSE_OK) st = bk->ops->download(bk, back, dev, n * sizeof *back);
+    bk_release(bk, mark);
+    char what[64];
+    snprintf(what, sizeof what, "upload+download n=%zu", n);
+    check(bk, "upload/download", what, st, mark, back, ref, n, 0.0);
+    free(host), free(back), free(ref);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -629,6 +715,11 @@ static void test_rejects(bk_backend *bk) {
     EXPECT_INVALID("upsample2x NULL output", o->upsample2x(bk, buf, NULL, 1, 2, 2));
     EXPECT_INVALID("concat cb=0", o->concat(bk, buf, buf, buf, 1, 2, 0, 4));
     EXPECT_INVALID("add NULL b", o->add(bk, buf, NULL, buf, 4));
+    static const int32_t ids[3] = {0, 5, 2};
+    EXPECT_INVALID("embedding token id >= rows", o->embedding(bk, ids, buf, 5, NULL, buf, 1, 3, 4));
+    EXPECT_INVALID("transpose in == out", o->transpose(bk, buf, buf, 1, 4, 4));
+    EXPECT_INVALID("add_channel NULL bias", o->add_channel(bk, buf, NULL, buf, 1, 2, 4));
+    EXPECT_INVALID("scale NULL input", o->scale(bk, NULL, buf, 4, 1.0f, 0.0f));
 }
 
 /* Ops whose scratch does not fit report DIFFUSE_ERR_OUT_OF_MEMORY. */
@@ -691,6 +782,15 @@ static void test_pointwise_all(bk_backend *bk) {
     test_add(bk, 1001, 0);
     test_add(bk, 100003, 1);
     test_add(bk, 1001, 2);
+    test_embedding(bk, 50, 2, 7, 33, 1);
+    test_embedding(bk, 1000, 2, 77, 64, 0);
+    test_transpose(bk, 2, 37, 45);
+    test_transpose(bk, 1, 320, 64);
+    test_add_channel(bk, 2, 5, 63, 0);
+    test_add_channel(bk, 2, 320, 64, 1);
+    test_scale(bk, 1001, 0.18215f, 0.5f, 0);
+    test_scale(bk, 100003, -2.0f, 1.0f, 1);
+    test_copies(bk, 1001);
     test_timestep(bk, 3, 320, 1, 0.0f, 1.0f); /* SD 1.x / 2.x UNet */
     test_timestep(bk, 4, 320, 0, 1.0f, 1.0f);
     test_timestep(bk, 2, 321, 1, 1.0f, 1.0f);

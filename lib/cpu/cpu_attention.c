@@ -3,7 +3,8 @@
  * softmax so memory stays bounded for long sequences: per (batch, head) and
  * block of ATTN_BQ queries, key blocks of ATTN_BK are scored with one sgemm,
  * folded into a running max / running sum, and P.V accumulated with another
- * sgemm. Scratch is a few score tiles plus accumulators, never Sq x Sk.
+ * sgemm; up to ATTN_GROUP_MAX (batch, head) pairs take each step together.
+ * Scratch is a few score tiles plus accumulators, never Sq x Sk.
  */
 #include "cpu_internal.h"
 
