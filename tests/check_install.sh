@@ -18,5 +18,5 @@ prefix=$(pkg-config --variable=prefix diffuse)
 flags=$(pkg-config --define-variable=prefix="$stage$prefix" --cflags --libs diffuse)
 cc -std=c11 -Wall -Werror "$src/examples/readme_example.c" $flags -o "$stage/example" \
     -Wl,-rpath,"$(dirname "$lib")"
-"$stage/example" "$src/tests/fixtures/models/tiny-sd1"
+"$stage/example" "$src/tests/fixtures/models/tiny-sd1" 3
 echo "PASS: installed header, library and pkg-config file build and run a program"
