@@ -315,7 +315,12 @@ typedef struct diffuse_ctx_params {
     diffuse_log_level log_level; /**< default WARN */
     diffuse_progress_fn progress_fn; /**< NULL = no progress reports */
     void *progress_user;
-    /** Device memory the context may use, in bytes; 0 = no limit. */
+    /** Working memory (the context's arena: activations and scratch, not
+     *  the model's weights) the context may use, in bytes; 0 = no limit. A
+     *  run that would need more decodes with the VAE in blended tiles, and
+     *  fails with DIFFUSE_ERR_OUT_OF_MEMORY before starting if even that
+     *  does not fit. Without a budget, images whose VAE pass would need over
+     *  1.5 GiB are tiled too. */
     uint64_t memory_budget;
 } diffuse_ctx_params;
 

@@ -261,11 +261,7 @@ static diffuse_status ctx_open_backend(diffuse_ctx *ctx, df_error *err) {
         return df_fail(err, DIFFUSE_ERR_UNSUPPORTED,
                        "diffuse_ctx_create: the CPU backend computes in float32 only (precision %d requested)",
                        (int)p->precision);
-    if (p->memory_budget != 0)
-        return df_fail(err, DIFFUSE_ERR_UNSUPPORTED,
-                       "diffuse_ctx_create: memory_budget is a device-memory limit; the CPU backend does not "
-                       "support one in this version (pass 0)");
-    return bk_cpu_create(p->n_threads, &ctx->backend, err);
+return bk_cpu_create(p->n_threads, &ctx->backend, err);
 }
 
 DIFFUSE_API diffuse_status diffuse_ctx_create(const diffuse_model *model, const diffuse_ctx_params *params,
@@ -362,17 +358,20 @@ static diffuse_status check_common(diffuse_ctx *ctx, const char *call, uint32_t 
 }
 
 static diffuse_status check_strength(diffuse_ctx *ctx, const char *call, float s) {
-    if (!isfinite(s) || s < 0.0f || s > 1.0f)
-        return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: strength %g not in 0..1", call, s);
+    if (!isfinite(s) || s <= 0.0f || s > 1.0f)
+        return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: strength %g not in (0, 1]", call, s);
     return DIFFUSE_OK;
 }
 
-/* The pipelines land with the image-path work; until then every valid call
- * reports that plainly. */
-static diffuse_status pipeline_unsupported(diffuse_ctx *ctx, const char *call) {
-    return ctx_fail(ctx, DIFFUSE_ERR_UNSUPPORTED,
-                    "%s: the image pipeline (UNet, VAE, samplers) is not implemented in libdiffuse %s yet", call,
-                    diffuse_version_string());
+/* Input images of edit/variation: the output has the input's size, so the
+ * same size rule as diffuse_generate applies. */
+static diffuse_status check_input_size(diffuse_ctx *ctx, const char *call, const diffuse_image *im) {
+    if (im->width % 8 || im->height % 8 || im->width > 8192 || im->height > 8192)
+        return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT,
+                        "%s: image is %ux%u: width and height must be multiples of 8, at most 8192 (crop or resize "
+                        "it first)",
+                        call, im->width, im->height);
+    return DIFFUSE_OK;
 }
 
 /* Sets up a pipeline run on @ctx, or fails when the model cannot run one. */
@@ -391,6 +390,7 @@ static diffuse_status run_begin(diffuse_ctx *ctx, const char *call, df_run *r) {
     r->progress_user = ctx->params.progress_user;
     r->err = &ctx->err;
     r->t_start = pipe_now();
+    r->memory_budget = ctx->params.memory_budget;
     return DIFFUSE_OK;
 }
 
@@ -470,6 +470,7 @@ DIFFUSE_API diffuse_status diffuse_edit(diffuse_ctx *ctx, const diffuse_edit_par
     static const char call[] = "diffuse_edit";
     DF_CALL_PROLOGUE(call, diffuse_edit_params, output);
     diffuse_status st = check_image(ctx, call, "image", p.image);
+    if (st == DIFFUSE_OK) st = check_input_size(ctx, call, p.image);
     if (st == DIFFUSE_OK) st = check_mask(ctx, call, &p);
     if (st != DIFFUSE_OK) return st;
     if (!p.prompt) return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: prompt is NULL", call);
@@ -478,7 +479,11 @@ DIFFUSE_API diffuse_status diffuse_edit(diffuse_ctx *ctx, const diffuse_edit_par
     st = check_strength(ctx, call, p.strength);
     if (st == DIFFUSE_OK) st = check_common(ctx, call, p.n_images, p.steps, p.guidance_scale, p.sampler, &p.output);
     if (st != DIFFUSE_OK) return st;
-    return pipeline_unsupported(ctx, call);
+    df_run run;
+    st = run_begin(ctx, call, &run);
+    if (st != DIFFUSE_OK) return st;
+    run.image_count = p.n_images;
+    return run_end(ctx, call, pipe_edit(&run, &p, out_images));
 }
 
 DIFFUSE_API diffuse_status diffuse_variation(diffuse_ctx *ctx, const diffuse_variation_params *params,
@@ -486,8 +491,13 @@ DIFFUSE_API diffuse_status diffuse_variation(diffuse_ctx *ctx, const diffuse_var
     static const char call[] = "diffuse_variation";
     DF_CALL_PROLOGUE(call, diffuse_variation_params, output);
     diffuse_status st = check_image(ctx, call, "image", p.image);
+    if (st == DIFFUSE_OK) st = check_input_size(ctx, call, p.image);
     if (st == DIFFUSE_OK) st = check_strength(ctx, call, p.strength);
     if (st == DIFFUSE_OK) st = check_common(ctx, call, p.n_images, p.steps, p.guidance_scale, p.sampler, &p.output);
     if (st != DIFFUSE_OK) return st;
-    return pipeline_unsupported(ctx, call);
+    df_run run;
+    st = run_begin(ctx, call, &run);
+    if (st != DIFFUSE_OK) return st;
+    run.image_count = p.n_images;
+    return run_end(ctx, call, pipe_variation(&run, &p, out_images));
 }

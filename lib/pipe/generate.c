@@ -32,6 +32,7 @@ typedef struct gen_plan {
     float *x;             /* (lc, h, w) host: the sample */
     float *eps;           /* (1 + cfg, lc, h, w) host: model outputs */
     float *rgb;           /* (3, H, W) host: decoded image */
+    int vae_tile;         /* 0: decode whole; else latent tile side */
 } gen_plan;
 
 static diffuse_status gen_reserve(df_run *r, gen_plan *g) {
@@ -41,7 +42,8 @@ static diffuse_status gen_reserve(df_run *r, gen_plan *g) {
     const size_t lat = (size_t)b * g->numel * sizeof(float);
     size_t work = pipe_text_workspace_bytes(m, b);
     size_t unet = unet_workspace_bytes(m->unet_net, b, g->h, g->w, m->text_net->cfg.max_positions);
-    size_t vae = vae_workspace_bytes(m->vae_net, VAE_DECODE, 1, g->height, g->width);
+    size_t vae;
+    pipe_plan_decode(r, text + 2 * lat, g->width, g->height, &g->vae_tile, &vae);
     if (!unet || !vae)
         return df_fail(r->err, DIFFUSE_ERR_INVALID_ARGUMENT, "size %dx%d is too small for this model", g->width,
                        g->height);
@@ -100,7 +102,8 @@ static diffuse_status gen_decode(df_run *r, gen_plan *g, diffuse_image *img) {
     if (st == DIFFUSE_OK && !out) st = df_fail(r->err, r->bk->err.status, "%s", r->bk->err.msg);
     if (st == DIFFUSE_OK) st = o->upload(r->bk, z, g->x, g->numel * sizeof(float));
     if (st == DIFFUSE_OK) {
-        st = vae_decode(r->model->vae_net, r->bk, z, 1, g->h, g->w, out);
+        st = g->vae_tile ? vae_decode_tiled(r->model->vae_net, r->bk, z, 1, g->h, g->w, g->vae_tile, out)
+                         : vae_decode(r->model->vae_net, r->bk, z, 1, g->h, g->w, out);
         if (st != DIFFUSE_OK) st = df_fail(r->err, st, "VAE decode: %s", r->bk->err.msg);
     }
     if (st == DIFFUSE_OK) st = o->download(r->bk, g->rgb, out, pix * sizeof(float));

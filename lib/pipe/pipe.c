@@ -6,6 +6,7 @@
  */
 #include "pipe/pipe.h"
 
+#include "nets/vae.h"
 #include "text/clip_text.h"
 #include "text/tokenizer.h"
 
@@ -30,10 +31,26 @@ diffuse_status pipe_progress(df_run *r, diffuse_stage stage, uint32_t step, uint
 }
 
 diffuse_status pipe_reserve(df_run *r, size_t bytes) {
+    if (r->memory_budget && bytes > r->memory_budget)
+        return df_fail(r->err, DIFFUSE_ERR_OUT_OF_MEMORY,
+                       "this run needs %zu MiB of working memory; the context's memory_budget is %llu MiB",
+                       (bytes + (1u << 20) - 1) >> 20, (unsigned long long)(r->memory_budget >> 20));
     diffuse_status s = r->bk->ops->arena_reserve(r->bk, bytes);
     if (s != DIFFUSE_OK)
         return df_fail(r->err, s, "reserving %zu MiB of working memory: %s", bytes >> 20, r->bk->err.msg);
     return DIFFUSE_OK;
+}
+
+void pipe_plan_decode(const df_run *r, size_t fixed, int width, int height, int *tile, size_t *bytes) {
+    const vae_model *v = r->model->vae_net;
+    const size_t limit = r->memory_budget ? (size_t)r->memory_budget : PIPE_VAE_UNTILED_MAX + fixed;
+    *tile = 0;
+    *bytes = vae_workspace_bytes(v, VAE_DECODE, 1, height, width);
+    if (fixed + *bytes <= limit) return;
+    const int t = v->cfg.sample_size / v->cfg.scale; /* diffusers' tile_latent_min_size */
+    if (t <= 0 || (width / v->cfg.scale <= t && height / v->cfg.scale <= t)) return;
+    *tile = t;
+    *bytes = vae_tiled_workspace_bytes(v, VAE_DECODE, 1, height, width, t);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -25,7 +25,12 @@ typedef struct df_run {
     double t_start;                  /* monotonic seconds at the call's start */
     uint32_t image_index;            /* image being worked on */
     uint32_t image_count;            /* images of the call */
+    uint64_t memory_budget;          /* arena bytes allowed; 0 = no limit */
 } df_run;
+
+/* Without a budget, a VAE pass needing more working memory than this runs
+ * in diffusers' blended tiles (SD at 1024x1024: 3.6 GiB whole, 0.9 GiB tiled). */
+#define PIPE_VAE_UNTILED_MAX ((size_t)1536 << 20)
 
 /* Reports progress; DIFFUSE_CANCELLED (with a message) when the host's
  * callback returns nonzero. */
@@ -52,8 +57,15 @@ size_t pipe_text_workspace_bytes(const diffuse_model *m, int batch);
 diffuse_status pipe_encode_prompts(df_run *r, const char *prompt, const char *negative, int cfg, uint32_t clip_skip,
                                    pipe_text *t);
 
-/* Makes the arena at least @bytes (between passes only). */
+/* Makes the arena at least @bytes (between passes only); fails with
+ * DIFFUSE_ERR_OUT_OF_MEMORY, before anything runs, above the budget. */
 diffuse_status pipe_reserve(df_run *r, size_t bytes);
+
+/* Chooses whole or tiled VAE decoding of an image of @width x @height: with
+ * @fixed bytes of the arena already planned, *tile is 0 (whole) when the
+ * whole pass fits the budget (or PIPE_VAE_UNTILED_MAX without one), else the
+ * model's native latent tile; *bytes is the pass's workspace. */
+void pipe_plan_decode(const df_run *r, size_t fixed, int width, int height, int *tile, size_t *bytes);
 
 /* Allocates the result of a call: @n images of WxH in @fmt, zeroed.
  * Seeds seed + i. Free with diffuse_images_free. */
@@ -70,7 +82,47 @@ void pipe_store_image(const float *chw, diffuse_image *img);
  * first. @img must be exactly W x H. */
 void pipe_load_image(const diffuse_image *img, float *chw);
 
+/* ------------------------------------------------------------------------ */
+/* Image-to-image helpers shared by variation and edit (in variation.c)      */
+/* ------------------------------------------------------------------------ */
+
+/* Whether a call runs classifier-free guidance: guidance_scale > 1, as in
+ * diffusers, except that with an empty prompt and an empty (or NULL)
+ * negative prompt both halves of the batch are the same, so the guided
+ * prediction u + g * (u - u) is u and the second UNet pass is skipped. */
+int pipe_use_cfg(float guidance, const char *prompt, const char *negative);
+
+/* Arena bytes a run of @b (1 + cfg) UNet inputs of @cin channels on an
+ * H x W image needs: the embeddings and UNet buffers plus the largest of
+ * prompt encoding, one UNet pass, one VAE encode (with its image and
+ * moments) and one VAE decode (with its latents and image). 0 when the
+ * sizes are too small for the model. */
+size_t pipe_img2img_arena_bytes(const diffuse_model *m, int b, int cin, int height, int width);
+
+/* VAE-encodes the host image @chw (3, H, W) in [-1, 1] into the posterior
+ * moments (2L, H/f, W/f) in host memory, through arena memory released
+ * before returning. */
+diffuse_status pipe_vae_encode(df_run *r, const float *chw, int height, int width, float *moments);
+
+/* One UNet evaluation with guidance at timestep @t: @unet_in (b, Cin, h, w)
+ * in backend memory is the prepared model input, @text its embeddings
+ * (batch b: [negative, prompt] when b == 2). Writes the guided prediction
+ * (L, h, w) to the first @numel floats of @eps (host, b * numel floats). */
+diffuse_status pipe_unet_eval(df_run *r, const pipe_text *text, const float *unet_in, float *unet_out, int b,
+                              int h, int w, float t, float guidance, size_t numel, float *eps);
+
+/* Decodes the host latents @x (L, h, w) into @img (DECODE progress 0/1
+ * and 1/1), using @rgb (3, h*f, w*f floats, host) as scratch. */
+diffuse_status pipe_vae_decode(df_run *r, const float *x, int h, int w, float *rgb, diffuse_image *img);
+
 /* The pipelines. @p has been checked by api.c. */
 diffuse_status pipe_generate(df_run *r, const diffuse_generate_params *p, diffuse_images **out);
+
+/* diffusers' StableDiffusionImg2ImgPipeline from each seed: see variation.c. */
+diffuse_status pipe_variation(df_run *r, const diffuse_variation_params *p, diffuse_images **out);
+
+/* diffusers' StableDiffusionInpaintPipeline, then the kept pixels pasted
+ * back: see edit.c. */
+diffuse_status pipe_edit(df_run *r, const diffuse_edit_params *p, diffuse_images **out);
 
 #endif /* DIFFUSE_PIPE_H */
