@@ -1,0 +1,107 @@
+"""diffuse: Python binding for libdiffuse (Stable-Diffusion generate, edit
+and variation in C, behind a stable C ABI), through ctypes.
+
+    import diffuse
+
+    with diffuse.Model("models/sd15") as model, diffuse.Context(model) as ctx:
+        image, = ctx.generate("a lighthouse at dusk", steps=25, seed=42)
+        image.save("lighthouse.png")
+
+libdiffuse is found through DIFFUSE_LIBRARY, then the installed library,
+then the build folder of the source tree (see ``diffuse._lib``); it is
+loaded on first use. ``library_path()`` says which file was loaded.
+"""
+
+from __future__ import annotations
+
+from ._images import have_pillow
+from ._lib import EXPECTED_MAJOR, LibraryNotFoundError, LibraryVersionError, library_path
+from .context import Context, Progress, ProgressCallback
+from .enums import (
+    ColorSpace,
+    Device,
+    Family,
+    LogLevel,
+    PixelFormat,
+    Precision,
+    RowOrigin,
+    Sampler,
+    Stage,
+    Status,
+    WeightType,
+)
+from .errors import (
+    BusyError,
+    CancelledError,
+    ClosedError,
+    DeviceError,
+    DiffuseError,
+    DiffuseIOError,
+    InvalidArgumentError,
+    ModelError,
+    NotFoundError,
+    OutOfMemoryError,
+    UnsupportedError,
+)
+from .model import LogCallback, Model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BusyError",
+    "CancelledError",
+    "ClosedError",
+    "ColorSpace",
+    "Context",
+    "Device",
+    "DeviceError",
+    "DiffuseError",
+    "DiffuseIOError",
+    "EXPECTED_MAJOR",
+    "Family",
+    "InvalidArgumentError",
+    "LibraryNotFoundError",
+    "LibraryVersionError",
+    "LogCallback",
+    "LogLevel",
+    "Model",
+    "ModelError",
+    "NotFoundError",
+    "OutOfMemoryError",
+    "PixelFormat",
+    "Precision",
+    "Progress",
+    "ProgressCallback",
+    "RowOrigin",
+    "Sampler",
+    "Stage",
+    "Status",
+    "UnsupportedError",
+    "WeightType",
+    "have_pillow",
+    "library_path",
+    "status_string",
+    "version",
+    "version_info",
+]
+
+
+def version() -> str:
+    """Version of the libdiffuse loaded ("MAJOR.MINOR.PATCH"); loads it."""
+    from ._lib import lib
+
+    return lib().diffuse_version_string().decode()
+
+
+def version_info() -> tuple:
+    """(major, minor, patch) of the libdiffuse loaded; loads it."""
+    from ._lib import lib
+
+    return lib().version()
+
+
+def status_string(status: int) -> str:
+    """diffuse_status_string(): the library's short text for a status."""
+    from ._lib import lib
+
+    return lib().diffuse_status_string(int(status)).decode()
