@@ -479,19 +479,33 @@ DIFFUSE_API diffuse_status diffuse_generate(diffuse_ctx *ctx, const diffuse_gene
 /** Options for diffuse_edit(). Fill with diffuse_edit_params_init(). */
 typedef struct diffuse_edit_params {
     uint32_t struct_size;         /**< set by init */
-    const diffuse_image *image;   /**< required; the picture to edit */
-    /** NULL: the image's alpha marks the edit (alpha 0 = edit; needs RGBA8 or
-     *  BGRA8). Otherwise a mask image of the same size: white = edit. */
+    /** Required; the picture to edit. Width and height multiples of 8 (and
+     *  of the model's VAE scale factor), at most 8192; it is not resized.
+     *  Its alpha is not used as colour. */
+    const diffuse_image *image;
+    /** NULL: the image's alpha marks the edit: alpha 0 = edit, any other
+     *  value = keep (needs RGBA8 or BGRA8), as DALL·E's images/edits.
+     *  Otherwise a mask image of the same size, any format and origin:
+     *  white = edit, precisely luminance >= 128 with PIL's convert("L")
+     *  weights ((19595 R + 38470 G + 7471 B + 32768) >> 16); its alpha and
+     *  color_space are ignored. */
     const diffuse_image *mask;
-    const char *prompt;           /**< UTF-8; required */
+    const char *prompt;           /**< UTF-8; required (may be "") */
     const char *negative_prompt;  /**< NULL or "" = unconditional */
     uint32_t n_images;            /**< 1..16; default 1 */
-    uint32_t steps;               /**< default 30 */
-    float guidance_scale;         /**< default 7.5 */
-    float strength;               /**< 0..1; default 1.0 */
+    uint32_t steps;               /**< default 30; int(steps * strength) of them run */
+    /** default 7.5; <= 1 disables guidance; with prompt and negative prompt
+     *  both empty it has no effect (both halves are equal) and is skipped */
+    float guidance_scale;
+    /** (0, 1]; default 1.0: start from pure noise; below 1 start from the
+     *  image's latents noised to that level */
+    float strength;
     diffuse_sampler sampler;      /**< default DEFAULT */
-    uint64_t seed;                /**< image i uses seed + i */
-    float mask_feather;           /**< pixels of feathered edge when pasting back; default 0 */
+    uint64_t seed;                /**< image i uses seed + i (see diffuse_edit) */
+    /** 0..256 pixels; default 0. Kept pixels at Euclidean distance d <= F
+     *  from the nearest edited pixel are blended: d / (F + 1) of the input
+     *  plus the rest of the repainted image. 0 = a hard edge. */
+    float mask_feather;
     diffuse_output_format output;
 } diffuse_edit_params;
 
@@ -502,11 +516,34 @@ typedef struct diffuse_edit_params {
 DIFFUSE_API void diffuse_edit_params_init(diffuse_edit_params *params);
 
 /**
- * diffuse_edit() - repaint the masked part of an image (DALL·E images/edits).
- * Pixels the mask keeps are returned unchanged.
+ * diffuse_edit() - repaint the masked part of an image (DALL·E images/edits),
+ * as diffusers' StableDiffusionInpaintPipeline with height and width = the
+ * image's size: the mask is binarised as above and taken to latent size by
+ * nearest neighbour (the top-left pixel of each f x f block). Inpainting
+ * models (9-channel UNet) get [latents, mask, masked-image latents]; other
+ * models (4-channel UNet) take the pipeline's latent-blending path (outside
+ * the mask the noised image latents replace the sample after every step).
+ * Then the pixels the mask keeps are pasted back from the input: their RGB
+ * comes back unchanged (converted only when the output colour space differs
+ * from the input's) and their alpha is the input's (255 for RGB8 input);
+ * repainted pixels have alpha 255. Images are @image's size.
+ * Seeds: image i uses the generator of seed + i for its noise, as diffusers
+ * given a list of generators; like diffusers, the VAE posterior samples of
+ * the image and of the masked image are drawn once, from the generator of
+ * seed + 0, and shared by all images, so for i > 0 image i matches
+ * diffusers' batched call, not a call with n_images 1 and seed + i.
+ * Progress: TEXT, then ENCODE (one step per VAE encode: the image when its
+ * latents are used, the masked image for inpainting models), then per image
+ * DENOISE (the evaluations that run) and DECODE. Where the context's
+ * memory_budget (or the size) calls for it, the VAE encodes and decodes run
+ * in blended tiles, as diffuse_generate's decode does.
  * @return as diffuse_generate(), plus DIFFUSE_ERR_INVALID_ARGUMENT for a
- *         missing image, a mask of another size, or alpha-mask mode with an
- *         image without alpha.
+ *         missing image, sides that are not multiples of 8 (or of the VAE
+ *         scale factor) or above 8192, a mask of another size, alpha-mask
+ *         mode with an image without alpha, strength outside (0, 1] or too
+ *         small to leave one step, mask_feather outside 0..256;
+ *         DIFFUSE_ERR_UNSUPPORTED for a UNet with other than 4 or 9 input
+ *         channels.
  * Ownership: free *out_images with diffuse_images_free(). Input images are
  *         only read and may be freed after the call returns.
  * Thread-safety: one thread per context at a time. Since 0.1.
@@ -517,13 +554,17 @@ DIFFUSE_API diffuse_status diffuse_edit(diffuse_ctx *ctx, const diffuse_edit_par
 /** Options for diffuse_variation(). Fill with diffuse_variation_params_init(). */
 typedef struct diffuse_variation_params {
     uint32_t struct_size;         /**< set by init */
-    const diffuse_image *image;   /**< required */
+    /** Required. Width and height multiples of 8 (and of the model's VAE
+     *  scale factor), at most 8192; it is not resized. Alpha is ignored. */
+    const diffuse_image *image;
     const char *prompt;           /**< NULL or "" = unconditional (the default) */
     const char *negative_prompt;  /**< NULL or "" */
     uint32_t n_images;            /**< 1..16; default 1 */
-    uint32_t steps;               /**< default 30 */
-    float guidance_scale;         /**< default 7.5; unused without a prompt */
-    float strength;               /**< 0..1; default 0.7 */
+    uint32_t steps;               /**< default 30; int(steps * strength) of them run */
+    /** default 7.5; <= 1 disables guidance; with prompt and negative prompt
+     *  both empty it has no effect (both halves are equal) and is skipped */
+    float guidance_scale;
+    float strength;               /**< (0, 1]; default 0.7; near 1 little of the image is left */
     diffuse_sampler sampler;
     uint64_t seed;                /**< image i uses seed + i */
     diffuse_output_format output;
@@ -536,9 +577,18 @@ typedef struct diffuse_variation_params {
 DIFFUSE_API void diffuse_variation_params_init(diffuse_variation_params *params);
 
 /**
- * diffuse_variation() - variations of an image (DALL·E images/variations):
- * the encoded image noised to @strength and denoised from n seeds.
- * @return as diffuse_edit().
+ * diffuse_variation() - variations of an image (DALL·E images/variations),
+ * as diffusers' StableDiffusionImg2ImgPipeline: the image is VAE-encoded,
+ * and image i draws from the generator of seed + i, in diffusers' order,
+ * the posterior sample (its latents), the noise that takes them to
+ * @strength, then any sampler noise; it is denoised with the optional
+ * prompt. Image i is the image of a call with n_images 1 and seed + i.
+ * Images are @image's size. Progress: TEXT, ENCODE (0/1, 1/1), then per
+ * image DENOISE (the evaluations that run) and DECODE. VAE passes are
+ * tiled as in diffuse_edit().
+ * @return as diffuse_edit() (without the mask cases); DIFFUSE_ERR_UNSUPPORTED
+ *         for an inpainting model (9-channel UNet), which diffusers' img2img
+ *         pipeline does not run either.
  * Ownership: free *out_images with diffuse_images_free().
  * Thread-safety: one thread per context at a time. Since 0.1.
  */

@@ -357,9 +357,15 @@ static diffuse_status check_common(diffuse_ctx *ctx, const char *call, uint32_t 
     return check_output(ctx, call, out);
 }
 
-static diffuse_status check_strength(diffuse_ctx *ctx, const char *call, float s) {
+/* strength in (0, 1], leaving at least one of @steps to run: diffusers runs
+ * min(int(steps * strength), steps) of them. */
+static diffuse_status check_strength(diffuse_ctx *ctx, const char *call, float s, uint32_t steps) {
     if (!isfinite(s) || s <= 0.0f || s > 1.0f)
         return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: strength %g not in (0, 1]", call, s);
+    if (steps >= 1 && steps <= 1000 && (int)((double)steps * (double)s) < 1)
+        return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT,
+                        "%s: strength %g of %u steps leaves no step to run (int(steps * strength) = 0)", call, s,
+                        steps);
     return DIFFUSE_OK;
 }
 
@@ -476,7 +482,7 @@ DIFFUSE_API diffuse_status diffuse_edit(diffuse_ctx *ctx, const diffuse_edit_par
     if (!p.prompt) return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: prompt is NULL", call);
     if (!isfinite(p.mask_feather) || p.mask_feather < 0.0f || p.mask_feather > 256.0f)
         return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: mask_feather %g not in 0..256", call, p.mask_feather);
-    st = check_strength(ctx, call, p.strength);
+    st = check_strength(ctx, call, p.strength, p.steps);
     if (st == DIFFUSE_OK) st = check_common(ctx, call, p.n_images, p.steps, p.guidance_scale, p.sampler, &p.output);
     if (st != DIFFUSE_OK) return st;
     df_run run;
@@ -492,7 +498,7 @@ DIFFUSE_API diffuse_status diffuse_variation(diffuse_ctx *ctx, const diffuse_var
     DF_CALL_PROLOGUE(call, diffuse_variation_params, output);
     diffuse_status st = check_image(ctx, call, "image", p.image);
     if (st == DIFFUSE_OK) st = check_input_size(ctx, call, p.image);
-    if (st == DIFFUSE_OK) st = check_strength(ctx, call, p.strength);
+    if (st == DIFFUSE_OK) st = check_strength(ctx, call, p.strength, p.steps);
     if (st == DIFFUSE_OK) st = check_common(ctx, call, p.n_images, p.steps, p.guidance_scale, p.sampler, &p.output);
     if (st != DIFFUSE_OK) return st;
     df_run run;

@@ -253,8 +253,11 @@ static void test_edit_variation_args(diffuse_ctx *ctx) {
     e.image = &im_rgba;
     e.strength = 1.5f;
     CHECK_STATUS(diffuse_edit(ctx, &e, &out), DIFFUSE_ERR_INVALID_ARGUMENT);
-    e.strength = 0.8f;
-    CHECK_STATUS(diffuse_edit(ctx, &e, &out), DIFFUSE_ERR_UNSUPPORTED);
+    e.strength = 0.0f;
+    CHECK_STATUS(diffuse_edit(ctx, &e, &out), DIFFUSE_ERR_INVALID_ARGUMENT); /* strength must be > 0 */
+    e.strength = 0.01f;
+    CHECK_STATUS(diffuse_edit(ctx, &e, &out), DIFFUSE_ERR_INVALID_ARGUMENT); /* no step of 30 left */
+    CHECK(strstr(diffuse_ctx_last_error(ctx), "strength"), "message: %s", diffuse_ctx_last_error(ctx));
 
     diffuse_variation_params v;
     diffuse_variation_params_init(&v);
@@ -266,7 +269,8 @@ static void test_edit_variation_args(diffuse_ctx *ctx) {
     v.output.format = (diffuse_pixel_format)7;
     CHECK_STATUS(diffuse_variation(ctx, &v, &out), DIFFUSE_ERR_INVALID_ARGUMENT);
     v.output.format = DIFFUSE_PIXEL_RGBA8;
-    CHECK_STATUS(diffuse_variation(ctx, &v, &out), DIFFUSE_ERR_UNSUPPORTED);
+    v.strength = 0.01f;
+    CHECK_STATUS(diffuse_variation(ctx, &v, &out), DIFFUSE_ERR_INVALID_ARGUMENT); /* no step of 30 left */
     CHECK(out == NULL, "no images on failure");
 }
 

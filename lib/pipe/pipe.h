@@ -95,14 +95,18 @@ int pipe_use_cfg(float guidance, const char *prompt, const char *negative);
 /* Arena bytes a run of @b (1 + cfg) UNet inputs of @cin channels on an
  * H x W image needs: the embeddings and UNet buffers plus the largest of
  * prompt encoding, one UNet pass, one VAE encode (with its image and
- * moments) and one VAE decode (with its latents and image). 0 when the
- * sizes are too small for the model. */
-size_t pipe_img2img_arena_bytes(const diffuse_model *m, int b, int cin, int height, int width);
+ * moments) and one VAE decode (with its latents and image). The VAE passes
+ * are planned as pipe_plan_decode does (the encode in tiles of the config's
+ * sample_size pixels): *enc_tile and *dec_tile are 0 (whole) or the tile
+ * sides to pass to pipe_vae_encode / pipe_vae_decode. 0 when the sizes are
+ * too small for the model. */
+size_t pipe_img2img_arena_bytes(const df_run *r, int b, int cin, int height, int width, int *enc_tile,
+                                int *dec_tile);
 
 /* VAE-encodes the host image @chw (3, H, W) in [-1, 1] into the posterior
- * moments (2L, H/f, W/f) in host memory, through arena memory released
- * before returning. */
-diffuse_status pipe_vae_encode(df_run *r, const float *chw, int height, int width, float *moments);
+ * moments (2L, H/f, W/f) in host memory, whole (@tile 0) or in tiles of
+ * @tile pixels, through arena memory released before returning. */
+diffuse_status pipe_vae_encode(df_run *r, const float *chw, int height, int width, int tile, float *moments);
 
 /* One UNet evaluation with guidance at timestep @t: @unet_in (b, Cin, h, w)
  * in backend memory is the prepared model input, @text its embeddings
@@ -111,9 +115,10 @@ diffuse_status pipe_vae_encode(df_run *r, const float *chw, int height, int widt
 diffuse_status pipe_unet_eval(df_run *r, const pipe_text *text, const float *unet_in, float *unet_out, int b,
                               int h, int w, float t, float guidance, size_t numel, float *eps);
 
-/* Decodes the host latents @x (L, h, w) into @img (DECODE progress 0/1
- * and 1/1), using @rgb (3, h*f, w*f floats, host) as scratch. */
-diffuse_status pipe_vae_decode(df_run *r, const float *x, int h, int w, float *rgb, diffuse_image *img);
+/* Decodes the host latents @x (L, h, w), whole (@tile 0) or in tiles of
+ * @tile latents, into @img (DECODE progress 0/1 and 1/1), using @rgb (3,
+ * h*f, w*f floats, host) as scratch. */
+diffuse_status pipe_vae_decode(df_run *r, const float *x, int h, int w, int tile, float *rgb, diffuse_image *img);
 
 /* The pipelines. @p has been checked by api.c. */
 diffuse_status pipe_generate(df_run *r, const diffuse_generate_params *p, diffuse_images **out);
