@@ -27,6 +27,7 @@ line 2 one JSON object (call, settings, shapes, versions), then, for
 bytes (H, W) uint8 (see mask_mode above), then the output images
 (n, H, W, 3) uint8.
 Run: .venv-ref/bin/python scripts/make_pipeline_fixtures.py
+(The sd2_*.bin cases of tests/fixtures/pipeline come from scripts/make_tiny_sd2.py.)
 """
 import json
 import os

@@ -96,7 +96,7 @@ static void compare(const char *name, const diffuse_images *out, const pipe_fixt
             }
     }
     const double frac = total ? (double)close / (double)total : 0.0;
-    const int ok = total == fx->bytes && frac >= 0.999;
+    const int ok = total == fx->bytes && frac >= 0.999 && max_diff <= 3; /* 1/255 almost everywhere, 3/255 all */
     printf("%s %s: %zu values, %.4f%% within 1/255, max diff %d\n", ok ? "PASS" : "FAIL", name, total, 100.0 * frac,
            max_diff);
     failures += !ok;
@@ -481,11 +481,17 @@ static diffuse_model *load_model(const char *name) {
 
 int main(void) {
     diffuse_model *model = load_model("tiny-sd1"), *inpaint = load_model("tiny-sd1-inpaint");
-    if (!model || !inpaint) {
+    diffuse_model *sd2 = load_model("tiny-sd2");
+    if (!model || !inpaint || !sd2) {
         diffuse_model_free(model);
         diffuse_model_free(inpaint);
+        diffuse_model_free(sd2);
         return 1;
     }
+    /* SD2 layout: linear projections, per-block heads, v-prediction, "!" padding */
+    static const char *sd2_cases[] = {"sd2_default", "sd2_euler_rescale", "sd2_dpmpp"};
+    for (size_t i = 0; i < sizeof sd2_cases / sizeof sd2_cases[0]; i++) check_generate(sd2, sd2_cases[i]);
+    diffuse_model_free(sd2);
     static const char *gen_cases[] = {"gen_default", "gen_euler_a_n2", "gen_ddim_nocfg", "gen_dpmpp_rescale",
                                       "gen_euler"};
     static const char *var_cases[] = {"var_default", "var_euler_a_n2", "var_rgba_bottom_left"};
