@@ -385,9 +385,9 @@ static diffuse_status run_begin(diffuse_ctx *ctx, const char *call, df_run *r) {
     const diffuse_model *m = ctx->model;
     if (!m->unet_net || !m->vae_net || !m->text_net)
         return ctx_fail(ctx, DIFFUSE_ERR_UNSUPPORTED,
-                        "%s: %s is a single-file checkpoint; running those needs the original-to-diffusers key "
-                        "mapping, which libdiffuse %s does not have yet (convert it to a diffusers folder)",
-                        call, m->path, diffuse_version_string());
+                        "%s: %s is a single-file checkpoint without the original Stable Diffusion layout "
+                        "(no model.diffusion_model.input_blocks.*): it was recognised but cannot run",
+                        call, m->path);
     memset(r, 0, sizeof *r);
     r->model = m;
     r->bk = ctx->backend;

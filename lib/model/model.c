@@ -6,6 +6,7 @@
  */
 #include "model/json_util.h"
 #include "model/model.h"
+#include "model/single_file.h"
 #include "text/tokenizer.h"
 
 #include <ctype.h>
@@ -301,6 +302,7 @@ diffuse_status df_model_load(const char *path, const df_logger *log, diffuse_mod
         s = df_fail(err, DIFFUSE_ERR_IO, "%s: neither a regular file nor a folder", path);
     }
     if (s == DIFFUSE_OK) s = finish(m, err);
+    if (s == DIFFUSE_OK && m->single_file) s = df_single_file_map(m, DF_PRED_AUTO, err);
     if (s == DIFFUSE_OK) s = load_tokenizer(m, err);
     if (s == DIFFUSE_OK) s = df_model_build_nets(m, err);
     if (s != DIFFUSE_OK) {
@@ -325,11 +327,14 @@ void df_model_free(diffuse_model *m) {
     json_object_put(m->tokenizer_config);
     df_tokenizer_free(m->tokenizer);
     df_model_free_nets(m);
+    df_single_file_free(m);
     free(m);
 }
 
 const st_tensor *df_model_tensor(const diffuse_model *m, df_component c, const char *name) {
     if (!m || !name || (unsigned)c >= DF_COMP_COUNT || !m->comp[c].weights) return NULL;
+    const st_tensor *v = m->sf_view[c] ? st_find(m->sf_view[c], name) : NULL;
+    if (v) return v;
     const char *prefix = m->comp[c].key_prefix ? m->comp[c].key_prefix : "";
     if (!prefix[0]) return st_find(m->comp[c].weights, name);
     char full[512];

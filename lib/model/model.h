@@ -18,16 +18,22 @@
  *    norm, every layer's q_proj).
  *  - a single-file original checkpoint (.safetensors with
  *    model.diffusion_model.*, first_stage_model.*, cond_stage_model.* keys).
- *    It is validated and recognised, but its keys keep their original names:
- *    comp[].config is NULL, comp[].key_prefix is the component's prefix, all
- *    three components share one st_file, and `dims` stays zero. Mapping the
- *    original key names to diffusers names comes with the networks.
+ *    comp[] describes the file as stored: comp[].config is NULL,
+ *    comp[].key_prefix is the component's prefix and all three components
+ *    share one st_file. single_file.c adds the diffusers view: sf_view[c],
+ *    a virtual st_file per component with diffusers names over the file's
+ *    float32 data, and sf_config[c], the config.json its shapes imply; it
+ *    also sets scheduler_config and `dims`. The networks are built from
+ *    that view. A file recognised by its prefixes but without the original
+ *    layout (no model.diffusion_model.input_blocks.*) gets no view, no
+ *    networks and zero `dims`.
  *
  * Tensor names: df_model_tensor() takes the diffusers/transformers-5 name of
  * a tensor within its component ("conv_in.weight"; for the text encoder
  * "embeddings.token_embedding.weight", without the "text_model." that
  * transformers 4 and published checkpoints put in front: the loader detects
- * which spelling a file uses and records it in key_prefix).
+ * which spelling a file uses and records it in key_prefix). For single-file
+ * checkpoints it looks in the diffusers view first, then under key_prefix.
  *
  * JSON files (model_index.json, config.json, scheduler/tokenizer configs)
  * that are unreadable as JSON or lack a required key give
@@ -65,7 +71,8 @@ typedef struct df_model_component {
     uint64_t n_params;           /* elements of its float tensors */
 } df_model_component;
 
-/* Sizes read from the configs (diffusers folders; zero for single-file). */
+/* Sizes read from the configs (or inferred for single files; zero for a
+ * single file recognised only). */
 typedef struct df_model_dims {
     int64_t unet_in_channels;    /* 4, or 9 for inpainting */
     int64_t unet_out_channels;
@@ -92,9 +99,15 @@ struct diffuse_model {
     struct json_object *tokenizer_config; /* may be NULL */
     char tokenizer_dir[4096];    /* "" when the model carries no tokenizer */
     struct df_tokenizer *tokenizer; /* from tokenizer_dir, else the built-in CLIP vocabulary; never NULL after load */
+    /* Single-file checkpoints in the original layout (single_file.c): per
+     * component, the virtual st_file with diffusers names (its tensors point
+     * into comp[c].weights) and the inferred config.json; both owned, NULL
+     * otherwise. */
+    st_file *sf_view[DF_COMP_COUNT];
+    struct json_object *sf_config[DF_COMP_COUNT];
     /* The networks as weight tables over the mapped files (model_nets.c):
-     * built at load for diffusers folders, NULL for single-file checkpoints
-     * until their key mapping exists. */
+     * built at load for diffusers folders and for single files that have a
+     * diffusers view; NULL for single files recognised only. */
     struct clip_text_model *text_net;
     struct unet_model *unet_net;
     struct vae_model *vae_net;
@@ -126,8 +139,9 @@ const char *df_component_name(df_component c);
 diffuse_status df_model_check_component(diffuse_model *m, df_component c, const char *weights_path,
                                         df_error *err);
 
-/* Builds text_net, unet_net and vae_net from the components (model_nets.c);
- * every weight's presence and shape is checked. Single-file models get none. */
+/* Builds text_net, unet_net and vae_net from the components (model_nets.c),
+ * or from sf_view/sf_config for single files; every weight's presence and
+ * shape is checked. Single files without a diffusers view get none. */
 diffuse_status df_model_build_nets(diffuse_model *m, df_error *err);
 void df_model_free_nets(diffuse_model *m);
 
