@@ -35,5 +35,12 @@ export DIFFUSE_INCLUDE="$root/include"
 # the concurrent-context tests) on a busy machine; passive waiting is what a
 # host application gets in practice too.
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
+# The Python example (examples/generate.py) runs first, on the tiny model.
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+"$py" "$root/examples/generate.py" "$DIFFUSE_FIXTURES/models/tiny-sd1" "a red circle" -n 2 --steps 2 \
+    -o "$out/example" 2>/dev/null
+[ -s "$out/example-0.png" ] && [ -s "$out/example-1.png" ] || { echo "examples/generate.py wrote no images"; exit 1; }
+echo "examples/generate.py: PASS"
 cd "$root/bindings/python"
-exec "$py" -m pytest -q -rs -p no:cacheprovider tests
+"$py" -m pytest -q -rs -p no:cacheprovider tests
