@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static int failures, checks;
 
@@ -323,6 +324,21 @@ int main(void) {
         CHECK_STATUS(diffuse_tokenize(model, "bad \xff utf-8", ids, 8, &count), DIFFUSE_ERR_INVALID_ARGUMENT);
         CHECK_STATUS(diffuse_tokenize(model, "a red circle", NULL, 0, &count), DIFFUSE_OK);
         CHECK(count >= 3, "tokenize count %zu", count);
+        /* capacity too small: the first ids are written and count says how many the text has */
+        int32_t few[2] = {-1, -1};
+        size_t need = 0;
+        CHECK_STATUS(diffuse_tokenize(model, "a red circle", few, 2, &need), DIFFUSE_OK);
+        CHECK(need == count && few[0] >= 0 && few[1] >= 0, "capacity 2: count %zu (want %zu)", need, count);
+        /* a 1 MB prompt: bounded time (linear in the text) */
+        size_t big_n = (size_t)1 << 20;
+        char *big = malloc(big_n + 1);
+        for (size_t i = 0; i < big_n; i++) big[i] = "red circle, "[i % 12];
+        big[big_n] = '\0';
+        clock_t c0 = clock();
+        CHECK_STATUS(diffuse_tokenize(model, big, few, 2, &need), DIFFUSE_OK);
+        double secs = (double)(clock() - c0) / CLOCKS_PER_SEC;
+        CHECK(need > 100000 && secs < 10.0, "1 MB prompt: %zu ids in %.2f s", need, secs);
+        free(big);
         diffuse_model_free(model);
     }
     /* A single-file checkpoint carries no tokenizer: the built-in CLIP
