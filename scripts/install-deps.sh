@@ -4,7 +4,8 @@
 # uses it when nvcc is found (meson option cuda=auto).
 set -euo pipefail
 PKGS=(meson ninja-build pkg-config gcc g++ binutils python3 python3-venv
-      libopenblas-dev libopenblas-openmp-dev libjson-c-dev zlib1g-dev libpng-dev abigail-tools)
+      libopenblas-dev libopenblas-openmp-dev libjson-c-dev zlib1g-dev libpng-dev abigail-tools
+      mono-mcs mono-runtime)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
