@@ -48,7 +48,7 @@ extern "C" {
 /* ------------------------------------------------------------------------ */
 
 #define DIFFUSE_VERSION_MAJOR 0
-#define DIFFUSE_VERSION_MINOR 1
+#define DIFFUSE_VERSION_MINOR 2
 #define DIFFUSE_VERSION_PATCH 0
 /** MAJOR*10000 + MINOR*100 + PATCH of the header you compiled against. */
 #define DIFFUSE_VERSION_NUMBER \
@@ -95,7 +95,8 @@ DIFFUSE_API const char *diffuse_version_string(void);
     X(DIFFUSE_ERR_DEVICE, 13, "device error")                                       \
     X(DIFFUSE_CANCELLED, 14, "cancelled")                                           \
     X(DIFFUSE_ERR_BUSY, 15, "context is busy")                                      \
-    X(DIFFUSE_ERR_INTERNAL, 16, "internal error")
+    X(DIFFUSE_ERR_INTERNAL, 16, "internal error")                                   \
+    X(DIFFUSE_ERR_TIMEOUT, 17, "timed out before the job finished")
 
 #define DIFFUSE_STATUS_ENUM_ITEM_(name, value, msg) name = value,
 /** Result of every fallible call. DIFFUSE_OK (0) is success. */
@@ -124,7 +125,8 @@ typedef enum diffuse_log_level {
 
 /**
  * Log callback. Called on the thread that made the library call which logs
- * (the thread calling diffuse_model_load, or the thread using the context).
+ * (the thread calling diffuse_model_load, or the thread using the context;
+ * for a job, its worker thread).
  * @message is valid only during the call. Must not call back into the
  * library with the same context.
  */
@@ -152,7 +154,8 @@ typedef struct diffuse_progress {
 
 /**
  * Progress callback. Called on the thread that runs the call (the thread
- * calling diffuse_generate/edit/variation). Return 0 to continue, nonzero
+ * calling diffuse_generate/edit/variation, or for a job started with
+ * diffuse_job_start_*, the job's worker thread). Return 0 to continue, nonzero
  * to cancel: the call then returns DIFFUSE_CANCELLED within one step and the
  * context stays usable. @progress is valid only during the call.
  */
@@ -347,7 +350,14 @@ DIFFUSE_API diffuse_status diffuse_ctx_create(const diffuse_model *model, const 
 
 /**
  * diffuse_ctx_free() - release a context and all memory it holds. Accepts NULL.
- * Thread-safety: no other thread may use the context during the call. Since 0.1.
+ * If a job of the context (diffuse_job_start_*) is still queued or running,
+ * it is cancelled first and this waits (about one step) until the job's
+ * worker has let go of the context (since 0.2). The job handle stays valid:
+ * it finishes CANCELLED (or as it had finished) at once, which
+ * diffuse_job_wait() observes, and must still be freed with
+ * diffuse_job_free(), before or after the context.
+ * Thread-safety: no other thread may use the context during the call (a
+ * running job's worker excepted). Since 0.1.
  */
 DIFFUSE_API void diffuse_ctx_free(diffuse_ctx *ctx);
 
@@ -469,7 +479,9 @@ DIFFUSE_API void diffuse_generate_params_init(diffuse_generate_params *params);
  *         multiples of 8, counts out of range); DIFFUSE_CANCELLED (the
  *         progress callback asked to stop); DIFFUSE_ERR_OUT_OF_MEMORY;
  *         DIFFUSE_ERR_DEVICE; DIFFUSE_ERR_UNSUPPORTED (this version cannot
- *         run the pipeline yet). The message is in diffuse_ctx_last_error().
+ *         run the pipeline yet); DIFFUSE_ERR_BUSY (since 0.2: a job or
+ *         another call holds the context; returned at once, the context's
+ *         message unchanged). The message is in diffuse_ctx_last_error().
  * Ownership: free *out_images with diffuse_images_free().
  * Thread-safety: one thread per context at a time. Since 0.1.
  */
@@ -594,6 +606,210 @@ DIFFUSE_API void diffuse_variation_params_init(diffuse_variation_params *params)
  */
 DIFFUSE_API diffuse_status diffuse_variation(diffuse_ctx *ctx, const diffuse_variation_params *params,
                                              diffuse_images **out_images);
+
+/* ------------------------------------------------------------------------ */
+/* Asynchronous jobs                                                         */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A job runs one generate/edit/variation call on a worker thread the library
+ * starts, so a host's frame loop never blocks: start -> poll or wait ->
+ * result -> free, with cancel at any point. Polling needs no callback (hosts
+ * that allow only static callbacks, such as Unity IL2CPP, just poll).
+ *
+ * One job (or blocking call) per context at a time: while a job of a context
+ * is queued or running, starting another job and the blocking calls
+ * diffuse_generate/edit/variation on that context return DIFFUSE_ERR_BUSY at
+ * once, without waiting. The context is free again as soon as the job has
+ * finished (poll reports DONE, FAILED or CANCELLED), even before the job is
+ * freed. While the job runs, its worker thread calls the context's progress
+ * and log callbacks; the context's last error belongs to the job until it
+ * finishes, then holds the job's message (also kept by
+ * diffuse_job_last_error()).
+ *
+ * The job functions may be called from any thread, and poll, wait, cancel
+ * and last_error concurrently with each other; diffuse_job_result and
+ * diffuse_job_free from one thread at a time. Since 0.2.
+ */
+
+/** An asynchronous generate/edit/variation call. Since 0.2. */
+typedef struct diffuse_job diffuse_job;
+
+/** Where a job stands. Since 0.2. */
+typedef enum diffuse_job_state {
+    DIFFUSE_JOB_QUEUED = 0,   /**< started; the worker has not begun the run */
+    DIFFUSE_JOB_RUNNING = 1,  /**< the run is in progress */
+    DIFFUSE_JOB_DONE = 2,     /**< finished with DIFFUSE_OK; images await diffuse_job_result */
+    DIFFUSE_JOB_FAILED = 3,   /**< finished with an error status (diffuse_job_result) */
+    DIFFUSE_JOB_CANCELLED = 4 /**< finished with DIFFUSE_CANCELLED */
+} diffuse_job_state;
+
+/** Snapshot filled by diffuse_job_poll(). Grows at the end only. Since 0.2. */
+typedef struct diffuse_job_status {
+    uint32_t struct_size;    /**< caller sets sizeof(diffuse_job_status) */
+    diffuse_job_state state;
+    diffuse_stage stage;     /**< stage of the latest progress report (LOAD before the first) */
+    uint32_t step;           /**< as diffuse_progress: steps done in this stage */
+    uint32_t total;          /**< steps in this stage */
+    uint32_t image_index;    /**< image being worked on */
+    uint32_t image_count;    /**< images requested */
+    double elapsed_seconds;  /**< since the run started, at the latest report */
+} diffuse_job_status;
+
+/** diffuse_job_wait() timeout that never expires. Since 0.2. */
+#define DIFFUSE_WAIT_FOREVER 0xFFFFFFFFu
+
+/**
+ * diffuse_job_start_generate() - start diffuse_generate() on a worker thread.
+ * @params: checked now, as diffuse_generate() checks it, and copied with the
+ *        strings it points to: the host may change or free them as soon as
+ *        this returns.
+ * @out_job: receives the job; NULL on failure.
+ * @return DIFFUSE_OK (the job is QUEUED or already RUNNING);
+ *         DIFFUSE_ERR_BUSY (a job or call is in progress on @ctx; nothing is
+ *         started and the context's last error is not changed);
+ *         DIFFUSE_ERR_INVALID_ARGUMENT (NULL pointers, or the params errors
+ *         of diffuse_generate(), message in diffuse_ctx_last_error());
+ *         DIFFUSE_ERR_UNSUPPORTED (as diffuse_generate());
+ *         DIFFUSE_ERR_OUT_OF_MEMORY; DIFFUSE_ERR_INTERNAL (no thread could
+ *         be started). Errors of the run itself arrive through the job.
+ * Ownership: free the job with diffuse_job_free(). @ctx must outlive the
+ *         job's run: see diffuse_ctx_free().
+ * Thread-safety: as other calls on @ctx. Since 0.2.
+ */
+DIFFUSE_API diffuse_status diffuse_job_start_generate(diffuse_ctx *ctx, const diffuse_generate_params *params,
+                                                      diffuse_job **out_job);
+
+/**
+ * diffuse_job_start_edit() - start diffuse_edit() on a worker thread.
+ * @params: checked now and copied with the prompts, the image and the mask
+ *        (their pixels included): the host may free them once this returns.
+ * @return as diffuse_job_start_generate(), with the params errors of
+ *         diffuse_edit().
+ * Ownership, thread-safety: as diffuse_job_start_generate(). Since 0.2.
+ */
+DIFFUSE_API diffuse_status diffuse_job_start_edit(diffuse_ctx *ctx, const diffuse_edit_params *params,
+                                                  diffuse_job **out_job);
+
+/**
+ * diffuse_job_start_variation() - start diffuse_variation() on a worker thread.
+ * @params: checked now and copied with the prompts and the image (its pixels
+ *        included): the host may free them once this returns.
+ * @return as diffuse_job_start_generate(), with the params errors of
+ *         diffuse_variation().
+ * Ownership, thread-safety: as diffuse_job_start_generate(). Since 0.2.
+ */
+DIFFUSE_API diffuse_status diffuse_job_start_variation(diffuse_ctx *ctx, const diffuse_variation_params *params,
+                                                       diffuse_job **out_job);
+
+/**
+ * diffuse_job_poll() - where the job stands, without blocking.
+ * @out: caller-owned; set out->struct_size first; fields beyond it are not
+ *        written.
+ * @return DIFFUSE_OK; DIFFUSE_ERR_INVALID_ARGUMENT (NULL job or out, or
+ *         struct_size too small).
+ * Thread-safety: any thread, concurrently with the run. Since 0.2.
+ */
+DIFFUSE_API diffuse_status diffuse_job_poll(const diffuse_job *job, diffuse_job_status *out);
+
+/**
+ * diffuse_job_wait() - block until the job has finished or @timeout_ms
+ *        milliseconds have passed (0: just check; DIFFUSE_WAIT_FOREVER: no limit).
+ * @return DIFFUSE_OK when the job has finished (DONE, FAILED or CANCELLED:
+ *         the run's own status comes from diffuse_job_result());
+ *         DIFFUSE_ERR_TIMEOUT when it has not;
+ *         DIFFUSE_ERR_INVALID_ARGUMENT (NULL job).
+ * Thread-safety: any thread; several threads may wait. Since 0.2.
+ */
+DIFFUSE_API diffuse_status diffuse_job_wait(diffuse_job *job, uint32_t timeout_ms);
+
+/**
+ * diffuse_job_cancel() - ask the job to stop. Returns at once; the run stops
+ *        at its next progress point (within one denoising step, or before
+ *        the VAE pass when cancelled just before it) and the job ends
+ *        CANCELLED, its context usable. A job that has already finished
+ *        keeps its state. Calling it more than once is harmless.
+ * @return DIFFUSE_OK; DIFFUSE_ERR_INVALID_ARGUMENT (NULL job).
+ * Thread-safety: any thread, any time before diffuse_job_free(). Since 0.2.
+ */
+DIFFUSE_API diffuse_status diffuse_job_cancel(diffuse_job *job);
+
+/**
+ * diffuse_job_result() - the outcome of a finished job.
+ * @out_images: receives the images of a DONE job the first time it is asked
+ *        for them; NULL otherwise (failed, cancelled, not finished, or
+ *        already taken).
+ * @return the run's status (DIFFUSE_OK, DIFFUSE_CANCELLED, or the errors of
+ *         the blocking call; the message is in diffuse_job_last_error());
+ *         DIFFUSE_ERR_BUSY when the job has not finished yet;
+ *         DIFFUSE_ERR_INVALID_ARGUMENT (NULL job or out_images).
+ * Ownership: the images move to the caller once; free them with
+ *         diffuse_images_free().
+ * Thread-safety: any thread, one at a time per job. Since 0.2.
+ */
+DIFFUSE_API diffuse_status diffuse_job_result(diffuse_job *job, diffuse_images **out_images);
+
+/**
+ * diffuse_job_last_error() - message of a finished job that failed or was
+ *        cancelled.
+ * @return a NUL-terminated string owned by the job, valid until
+ *         diffuse_job_free(); "" while the job runs and after success; a
+ *         static message for a NULL job. Never NULL.
+ * Thread-safety: any thread. Since 0.2.
+ */
+DIFFUSE_API const char *diffuse_job_last_error(const diffuse_job *job);
+
+/**
+ * diffuse_job_free() - release a job. Accepts NULL. A job still queued or
+ *        running is cancelled first and its worker joined (this blocks for
+ *        at most about one step). Images not taken with diffuse_job_result()
+ *        are freed.
+ * Thread-safety: any thread; no other call on the job may run or follow.
+ *         Since 0.2.
+ */
+DIFFUSE_API void diffuse_job_free(diffuse_job *job);
+
+/* ------------------------------------------------------------------------ */
+/* Previews                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * Preview callback (diffuse_ctx_set_preview). Called on the thread that runs
+ * the call (for a job, its worker thread), at DENOISE steps, before the
+ * progress callback. @preview is a small RGB8 sRGB top-left image of the
+ * current sample at latent size (the output size / the VAE scale factor,
+ * e.g. 64x64 for 512x512 SD), for image @progress->image_index; it and its
+ * pixels are valid only during the call. Must not call back into the
+ * library with the same context; return quickly. Since 0.2.
+ */
+typedef void (*diffuse_preview_fn)(const diffuse_image *preview, const diffuse_progress *progress, void *user);
+
+/**
+ * diffuse_ctx_set_preview() - deliver a preview every @every_k_steps
+ *        denoising steps (steps k, 2k, ... and the last) of the context's
+ *        calls and jobs.
+ * The preview is a cheap linear projection of the latent sample (each latent
+ * pixel's channels times a (channels x 3) matrix plus a bias, then
+ * round(clamp(v / 2 + 0.5) * 255)), not a VAE decode. The projection is
+ * fitted for the context's model the first time a preview is set: the
+ * model's VAE decodes 4 fixed 8x8 latents (seeded normal noise with standard
+ * deviations 1, 2, 4 and 8) and a least-squares fit maps each latent pixel
+ * (plus a constant 1) to the mean RGB of the pixel block it decodes to.
+ * That costs one small VAE decode once per context (a fraction of a second
+ * for SD on a CPU; it does not count against memory_budget) and makes
+ * previews deterministic. The preview shows the current sample, which early
+ * in denoising is mostly noise; it approximates the decoded colours only as
+ * well as a linear map can.
+ * @fn: NULL turns previews off (@user and @every_k_steps are then ignored).
+ * @every_k_steps: 1.. (1 = every step).
+ * @return DIFFUSE_OK; DIFFUSE_ERR_INVALID_ARGUMENT (NULL ctx, @fn with
+ *         @every_k_steps 0); DIFFUSE_ERR_BUSY (a job or call is running on
+ *         the context); DIFFUSE_ERR_UNSUPPORTED (a model that cannot run, or
+ *         more than 16 latent channels); DIFFUSE_ERR_OUT_OF_MEMORY.
+ * Thread-safety: as other calls on @ctx. Since 0.2.
+ */
+DIFFUSE_API diffuse_status diffuse_ctx_set_preview(diffuse_ctx *ctx, diffuse_preview_fn fn, void *user,
+                                                   uint32_t every_k_steps);
 
 #ifdef __cplusplus
 }

@@ -8,11 +8,13 @@
 
 #include "backend.h"
 #include "common.h"
+#include "job.h"
 #include "model/model.h"
 #include "pipe/pipe.h"
 #include "text/tokenizer.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -215,7 +217,40 @@ struct diffuse_ctx {
     df_logger log;
     bk_backend *backend;
     df_error err; /* last failure; msg "" after success */
+    /* One call or job at a time (see job.h): guarded by mu. */
+    pthread_mutex_t mu;
+    pthread_cond_t idle; /* signalled when busy drops to 0 */
+    int busy;            /* a blocking call or a job holds the context */
+    diffuse_job *job;    /* the job holding it, if any */
+    /* Previews (diffuse_ctx_set_preview); changed only while not busy. */
+    diffuse_preview_fn preview_fn;
+    void *preview_user;
+    uint32_t preview_every;
+    int preview_fitted;
+    float preview_proj[17 * 3]; /* (L + 1) x 3, fitted once per context */
 };
+
+diffuse_status df_ctx_begin(diffuse_ctx *ctx, diffuse_job *job) {
+    pthread_mutex_lock(&ctx->mu);
+    const int was = ctx->busy;
+    if (!was) {
+        ctx->busy = 1;
+        ctx->job = job;
+        df_error_clear(&ctx->err);
+    }
+    pthread_mutex_unlock(&ctx->mu);
+    return was ? DIFFUSE_ERR_BUSY : DIFFUSE_OK;
+}
+
+void df_ctx_end(diffuse_ctx *ctx) {
+    pthread_mutex_lock(&ctx->mu);
+    ctx->busy = 0;
+    ctx->job = NULL;
+    pthread_cond_broadcast(&ctx->idle);
+    pthread_mutex_unlock(&ctx->mu);
+}
+
+const char *df_ctx_message(const diffuse_ctx *ctx) { return ctx->err.msg; }
 
 /* Records a failure on @ctx, logs it, and returns its status. */
 static diffuse_status ctx_fail(diffuse_ctx *ctx, diffuse_status st, const char *fmt, ...) DF_PRINTF(3, 4);
@@ -270,6 +305,15 @@ DIFFUSE_API diffuse_status diffuse_ctx_create(const diffuse_model *model, const 
     if (!model || !out_ctx) return DIFFUSE_ERR_INVALID_ARGUMENT;
     diffuse_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return DIFFUSE_ERR_OUT_OF_MEMORY;
+    if (pthread_mutex_init(&ctx->mu, NULL) != 0) {
+        free(ctx);
+        return DIFFUSE_ERR_OUT_OF_MEMORY;
+    }
+    if (pthread_cond_init(&ctx->idle, NULL) != 0) {
+        pthread_mutex_destroy(&ctx->mu);
+        free(ctx);
+        return DIFFUSE_ERR_OUT_OF_MEMORY;
+    }
     diffuse_ctx_params_init(&ctx->params);
     df_error err;
     df_error_clear(&err);
@@ -286,6 +330,8 @@ DIFFUSE_API diffuse_status diffuse_ctx_create(const diffuse_model *model, const 
     if (st == DIFFUSE_OK) st = ctx_open_backend(ctx, &err);
     if (st != DIFFUSE_OK) {
         df_log(&ctx->log, DIFFUSE_LOG_ERROR, "%s", err.msg);
+        pthread_cond_destroy(&ctx->idle);
+        pthread_mutex_destroy(&ctx->mu);
         free(ctx);
         return st;
     }
@@ -296,7 +342,16 @@ DIFFUSE_API diffuse_status diffuse_ctx_create(const diffuse_model *model, const 
 
 DIFFUSE_API void diffuse_ctx_free(diffuse_ctx *ctx) {
     if (!ctx) return;
+    /* A job still running: cancel it and wait until its worker has let go
+     * of the context (df_ctx_end); the job itself lives on until
+     * diffuse_job_free. */
+    pthread_mutex_lock(&ctx->mu);
+    if (ctx->job) df_job_request_cancel(ctx->job);
+    while (ctx->busy) pthread_cond_wait(&ctx->idle, &ctx->mu);
+    pthread_mutex_unlock(&ctx->mu);
     if (ctx->backend) ctx->backend->ops->destroy(ctx->backend);
+    pthread_cond_destroy(&ctx->idle);
+    pthread_mutex_destroy(&ctx->mu);
     free(ctx);
 }
 
@@ -397,6 +452,12 @@ static diffuse_status run_begin(diffuse_ctx *ctx, const char *call, df_run *r) {
     r->err = &ctx->err;
     r->t_start = pipe_now();
     r->memory_budget = ctx->params.memory_budget;
+    if (ctx->preview_fn) {
+        r->preview_fn = ctx->preview_fn;
+        r->preview_user = ctx->preview_user;
+        r->preview_every = ctx->preview_every;
+        r->preview_proj = ctx->preview_proj;
+    }
     return DIFFUSE_OK;
 }
 
@@ -412,44 +473,33 @@ static diffuse_status run_end(diffuse_ctx *ctx, const char *call, diffuse_status
     return st;
 }
 
-#define DF_CALL_PROLOGUE(call, type, last_field)                                                          \
-    if (out_images) *out_images = NULL;                                                                   \
-    if (!ctx) return DIFFUSE_ERR_INVALID_ARGUMENT;                                                        \
-    df_error_clear(&ctx->err);                                                                            \
-    if (!params || !out_images)                                                                           \
-        return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: %s is NULL", call,                        \
-                        params ? "out_images" : "params");                                                \
-    type p;                                                                                               \
-    type##_init(&p);                                                                                      \
-    if (df_read_params(&p, sizeof p, params, DF_V01_SIZE(type, last_field)))                              \
+/* Reads the host's params struct into the library-size @p with defaults. */
+#define DF_READ_PARAMS(call, type, last_field)                                                            \
+    type##_init(p);                                                                                       \
+    if (df_read_params(p, sizeof *p, params, DF_V01_SIZE(type, last_field)))                              \
         return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: params->struct_size %u is too small", call, \
                         (unsigned)params->struct_size)
 
-DIFFUSE_API diffuse_status diffuse_generate(diffuse_ctx *ctx, const diffuse_generate_params *params,
-                                            diffuse_images **out_images) {
+
+static diffuse_status check_generate(diffuse_ctx *ctx, const diffuse_generate_params *params,
+                                     diffuse_generate_params *p) {
     static const char call[] = "diffuse_generate";
-    DF_CALL_PROLOGUE(call, diffuse_generate_params, tile_y);
-    if (!p.prompt) return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: prompt is NULL", call);
-    if (p.width % 8 || p.height % 8 || p.width > 8192 || p.height > 8192)
+    DF_READ_PARAMS(call, diffuse_generate_params, tile_y);
+    if (!p->prompt) return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: prompt is NULL", call);
+    if (p->width % 8 || p->height % 8 || p->width > 8192 || p->height > 8192)
         return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT,
                         "%s: size %ux%u: width and height must be multiples of 8, at most 8192 (0 = native)", call,
-                        p.width, p.height);
-    if (!isfinite(p.guidance_rescale) || p.guidance_rescale < 0.0f || p.guidance_rescale > 1.0f)
+                        p->width, p->height);
+    if (!isfinite(p->guidance_rescale) || p->guidance_rescale < 0.0f || p->guidance_rescale > 1.0f)
         return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: guidance_rescale %g not in 0..1", call,
-                        p.guidance_rescale);
-    if (p.clip_skip > 64) return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: clip_skip %u too large", call, p.clip_skip);
-    if (p.tile_x > 1 || p.tile_y > 1)
+                        p->guidance_rescale);
+    if (p->clip_skip > 64) return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: clip_skip %u too large", call, p->clip_skip);
+    if (p->tile_x > 1 || p->tile_y > 1)
         return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: tile_x/tile_y must be 0 or 1", call);
-    if (p.tile_x || p.tile_y)
+    if (p->tile_x || p->tile_y)
         return ctx_fail(ctx, DIFFUSE_ERR_UNSUPPORTED, "%s: seamless tiling (tile_x/tile_y) is not implemented in %s",
                         call, diffuse_version_string());
-    diffuse_status st = check_common(ctx, call, p.n_images, p.steps, p.guidance_scale, p.sampler, &p.output);
-    if (st != DIFFUSE_OK) return st;
-    df_run run;
-    st = run_begin(ctx, call, &run);
-    if (st != DIFFUSE_OK) return st;
-    run.image_count = p.n_images;
-    return run_end(ctx, call, pipe_generate(&run, &p, out_images));
+    return check_common(ctx, call, p->n_images, p->steps, p->guidance_scale, p->sampler, &p->output);
 }
 
 /* Edit/variation masks: a separate mask must match the image's size; the
@@ -471,39 +521,142 @@ static diffuse_status check_mask(diffuse_ctx *ctx, const char *call, const diffu
     return DIFFUSE_OK;
 }
 
+static diffuse_status check_edit(diffuse_ctx *ctx, const diffuse_edit_params *params, diffuse_edit_params *p) {
+    static const char call[] = "diffuse_edit";
+    DF_READ_PARAMS(call, diffuse_edit_params, output);
+    diffuse_status st = check_image(ctx, call, "image", p->image);
+    if (st == DIFFUSE_OK) st = check_input_size(ctx, call, p->image);
+    if (st == DIFFUSE_OK) st = check_mask(ctx, call, p);
+    if (st != DIFFUSE_OK) return st;
+    if (!p->prompt) return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: prompt is NULL", call);
+    if (!isfinite(p->mask_feather) || p->mask_feather < 0.0f || p->mask_feather > 256.0f)
+        return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: mask_feather %g not in 0..256", call, p->mask_feather);
+    st = check_strength(ctx, call, p->strength, p->steps);
+    if (st == DIFFUSE_OK) st = check_common(ctx, call, p->n_images, p->steps, p->guidance_scale, p->sampler, &p->output);
+    return st;
+}
+
+static diffuse_status check_variation(diffuse_ctx *ctx, const diffuse_variation_params *params,
+                                      diffuse_variation_params *p) {
+    static const char call[] = "diffuse_variation";
+    DF_READ_PARAMS(call, diffuse_variation_params, output);
+    diffuse_status st = check_image(ctx, call, "image", p->image);
+    if (st == DIFFUSE_OK) st = check_input_size(ctx, call, p->image);
+    if (st == DIFFUSE_OK) st = check_strength(ctx, call, p->strength, p->steps);
+    if (st == DIFFUSE_OK) st = check_common(ctx, call, p->n_images, p->steps, p->guidance_scale, p->sampler, &p->output);
+    return st;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Running the calls: blocking, or on a job's worker (job.c)                 */
+/* ------------------------------------------------------------------------ */
+
+static const char *const call_names[] = {"diffuse_generate", "diffuse_edit", "diffuse_variation"};
+
+diffuse_status df_call_check(diffuse_ctx *ctx, df_call_kind kind, const void *params, void *p) {
+    switch (kind) {
+    case DF_CALL_GENERATE: return check_generate(ctx, params, p);
+    case DF_CALL_EDIT: return check_edit(ctx, params, p);
+    case DF_CALL_VARIATION: return check_variation(ctx, params, p);
+    }
+    return ctx_fail(ctx, DIFFUSE_ERR_INTERNAL, "unknown call kind %d", (int)kind);
+}
+
+diffuse_status df_call_run(diffuse_ctx *ctx, df_call_kind kind, const void *p, diffuse_images **out,
+                           const df_run_hooks *hooks) {
+    const char *call = call_names[kind];
+    df_run run;
+    diffuse_status st = run_begin(ctx, call, &run);
+    if (st != DIFFUSE_OK) return st;
+    if (hooks) {
+        run.observe = hooks->observe;
+        run.observe_user = hooks->observe_user;
+        run.cancel = hooks->cancel;
+    }
+    switch (kind) {
+    case DF_CALL_GENERATE: {
+        const diffuse_generate_params *g = p;
+        run.image_count = g->n_images;
+        st = pipe_generate(&run, g, out);
+        break;
+    }
+    case DF_CALL_EDIT: {
+        const diffuse_edit_params *e = p;
+        run.image_count = e->n_images;
+        st = pipe_edit(&run, e, out);
+        break;
+    }
+    case DF_CALL_VARIATION: {
+        const diffuse_variation_params *v = p;
+        run.image_count = v->n_images;
+        st = pipe_variation(&run, v, out);
+        break;
+    }
+    }
+    return run_end(ctx, call, st);
+}
+
+/* The blocking calls: the context is held for the whole call, so a job of
+ * the context (or a call from another thread) makes them DIFFUSE_ERR_BUSY. */
+static diffuse_status df_blocking(diffuse_ctx *ctx, df_call_kind kind, const void *params,
+                                  diffuse_images **out_images) {
+    if (out_images) *out_images = NULL;
+    if (!ctx) return DIFFUSE_ERR_INVALID_ARGUMENT;
+    if (df_ctx_begin(ctx, NULL) != DIFFUSE_OK) return DIFFUSE_ERR_BUSY;
+    df_error_clear(&ctx->err);
+    union {
+        diffuse_generate_params g;
+        diffuse_edit_params e;
+        diffuse_variation_params v;
+    } p;
+    diffuse_status st;
+    if (!params || !out_images)
+        st = ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: %s is NULL", call_names[kind],
+                      params ? "out_images" : "params");
+    else
+        st = df_call_check(ctx, kind, params, &p);
+    if (st == DIFFUSE_OK) st = df_call_run(ctx, kind, &p, out_images, NULL);
+    df_ctx_end(ctx);
+    return st;
+}
+
+DIFFUSE_API diffuse_status diffuse_generate(diffuse_ctx *ctx, const diffuse_generate_params *params,
+                                            diffuse_images **out_images) {
+    return df_blocking(ctx, DF_CALL_GENERATE, params, out_images);
+}
+
 DIFFUSE_API diffuse_status diffuse_edit(diffuse_ctx *ctx, const diffuse_edit_params *params,
                                         diffuse_images **out_images) {
-    static const char call[] = "diffuse_edit";
-    DF_CALL_PROLOGUE(call, diffuse_edit_params, output);
-    diffuse_status st = check_image(ctx, call, "image", p.image);
-    if (st == DIFFUSE_OK) st = check_input_size(ctx, call, p.image);
-    if (st == DIFFUSE_OK) st = check_mask(ctx, call, &p);
-    if (st != DIFFUSE_OK) return st;
-    if (!p.prompt) return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: prompt is NULL", call);
-    if (!isfinite(p.mask_feather) || p.mask_feather < 0.0f || p.mask_feather > 256.0f)
-        return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: mask_feather %g not in 0..256", call, p.mask_feather);
-    st = check_strength(ctx, call, p.strength, p.steps);
-    if (st == DIFFUSE_OK) st = check_common(ctx, call, p.n_images, p.steps, p.guidance_scale, p.sampler, &p.output);
-    if (st != DIFFUSE_OK) return st;
-    df_run run;
-    st = run_begin(ctx, call, &run);
-    if (st != DIFFUSE_OK) return st;
-    run.image_count = p.n_images;
-    return run_end(ctx, call, pipe_edit(&run, &p, out_images));
+    return df_blocking(ctx, DF_CALL_EDIT, params, out_images);
 }
 
 DIFFUSE_API diffuse_status diffuse_variation(diffuse_ctx *ctx, const diffuse_variation_params *params,
                                              diffuse_images **out_images) {
-    static const char call[] = "diffuse_variation";
-    DF_CALL_PROLOGUE(call, diffuse_variation_params, output);
-    diffuse_status st = check_image(ctx, call, "image", p.image);
-    if (st == DIFFUSE_OK) st = check_input_size(ctx, call, p.image);
-    if (st == DIFFUSE_OK) st = check_strength(ctx, call, p.strength, p.steps);
-    if (st == DIFFUSE_OK) st = check_common(ctx, call, p.n_images, p.steps, p.guidance_scale, p.sampler, &p.output);
-    if (st != DIFFUSE_OK) return st;
-    df_run run;
-    st = run_begin(ctx, call, &run);
-    if (st != DIFFUSE_OK) return st;
-    run.image_count = p.n_images;
-    return run_end(ctx, call, pipe_variation(&run, &p, out_images));
+    return df_blocking(ctx, DF_CALL_VARIATION, params, out_images);
+}
+
+DIFFUSE_API diffuse_status diffuse_ctx_set_preview(diffuse_ctx *ctx, diffuse_preview_fn fn, void *user,
+                                                   uint32_t every_k_steps) {
+    static const char call[] = "diffuse_ctx_set_preview";
+    if (!ctx) return DIFFUSE_ERR_INVALID_ARGUMENT;
+    if (df_ctx_begin(ctx, NULL) != DIFFUSE_OK) return DIFFUSE_ERR_BUSY;
+    diffuse_status st = DIFFUSE_OK;
+    if (fn && every_k_steps == 0)
+        st = ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: every_k_steps is 0", call);
+    else if (fn && !ctx->preview_fitted) {
+        df_run run;
+        st = run_begin(ctx, call, &run); /* only checks that the model can run */
+        if (st == DIFFUSE_OK) st = pipe_fit_preview(ctx->model, ctx->backend, ctx->preview_proj, &ctx->err);
+        if (st == DIFFUSE_OK)
+            ctx->preview_fitted = 1;
+        else
+            st = run_end(ctx, call, st);
+    }
+    if (st == DIFFUSE_OK) {
+        ctx->preview_fn = fn;
+        ctx->preview_user = fn ? user : NULL;
+        ctx->preview_every = fn ? every_k_steps : 0;
+    }
+    df_ctx_end(ctx);
+    return st;
 }

@@ -20,7 +20,7 @@
 //
 //    (scripts/csharp-tests.sh writes exactly this and runs the tests so.)
 //  * Unity (native plugin): copy libdiffuse.so (Linux; the real file, e.g. a
-//    copy of libdiffuse.so.0.1.0 renamed), libdiffuse.dylib (macOS) or
+//    copy of libdiffuse.so.0.x.y renamed), libdiffuse.dylib (macOS) or
 //    diffuse.dll (Windows) into Assets/Plugins (or Assets/Plugins/x86_64) and
 //    mark it for the target platform in the plugin inspector. Unity resolves
 //    "diffuse" to it. With IL2CPP (all AOT platforms) native code may only

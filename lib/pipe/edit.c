@@ -335,6 +335,7 @@ static diffuse_status edit_denoise(df_run *r, edit_plan *g, uint32_t i) {
     diffuse_status st = sched_create(r->model->scheduler_config, g->p->sampler, (int)g->p->steps, g->numel, &s, r->err);
     if (st != DIFFUSE_OK) return df_fail_prefix(r->err, "sampler: ");
     st = edit_start(r, g, s, rng, i, &first);
+    pipe_set_latents(r, g->x, g->lc, g->h, g->w); /* previews (diffuse_ctx_set_preview) */
     const size_t n_evals = sched_num_evals(s);
     for (size_t e = first; e < n_evals && st == DIFFUSE_OK; e++) {
         const float t = (float)sched_timestep(s, e);
@@ -349,6 +350,7 @@ static diffuse_status edit_denoise(df_run *r, edit_plan *g, uint32_t i) {
         if (st == DIFFUSE_OK)
             st = pipe_progress(r, DIFFUSE_STAGE_DENOISE, (uint32_t)(e + 1 - first), (uint32_t)(n_evals - first));
     }
+    pipe_set_latents(r, NULL, 0, 0, 0);
     sched_free(s);
     return st;
 }

@@ -68,6 +68,7 @@ static diffuse_status gen_denoise(df_run *r, gen_plan *g, uint64_t seed) {
     for (size_t i = 0; i < g->numel; i++) g->x[i] *= sigma0;
 
     const size_t n_evals = sched_num_evals(s), bytes = g->numel * sizeof(float);
+    pipe_set_latents(r, g->x, g->lc, g->h, g->w); /* previews (diffuse_ctx_set_preview) */
     const int b = 1 + g->cfg;
     for (size_t i = 0; i < n_evals && st == DIFFUSE_OK; i++) {
         float t[2];
@@ -88,6 +89,7 @@ static diffuse_status gen_denoise(df_run *r, gen_plan *g, uint64_t seed) {
         if (st == DIFFUSE_OK) st = sched_step(s, i, g->eps, g->x, &rng, 1, g->x, r->err);
         if (st == DIFFUSE_OK) st = pipe_progress(r, DIFFUSE_STAGE_DENOISE, (uint32_t)(i + 1), (uint32_t)n_evals);
     }
+    pipe_set_latents(r, NULL, 0, 0, 0);
     sched_free(s);
     return st;
 }

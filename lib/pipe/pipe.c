@@ -7,6 +7,7 @@
 #include "pipe/pipe.h"
 
 #include "nets/vae.h"
+#include "sched/rng.h"
 #include "text/clip_text.h"
 #include "text/tokenizer.h"
 
@@ -21,9 +22,130 @@ double pipe_now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* Projects the sample to a (lat_h x lat_w) RGB8 image and hands it to the
+ * host's preview callback. */
+static diffuse_status pipe_preview(df_run *r, const diffuse_progress *p) {
+    const int c = r->lat_c, h = r->lat_h, w = r->lat_w;
+    const size_t hw = (size_t)h * w;
+    uint8_t *px = malloc(hw * 3);
+    if (!px) return df_fail(r->err, DIFFUSE_ERR_OUT_OF_MEMORY, "out of memory for a preview");
+    const float *W = r->preview_proj;
+    for (size_t i = 0; i < hw; i++) {
+        for (int k = 0; k < 3; k++) {
+            float v = W[(size_t)c * 3 + k];
+            for (int l = 0; l < c; l++) v += W[(size_t)l * 3 + k] * r->latents[(size_t)l * hw + i];
+            v = v / 2.0f + 0.5f;
+            v = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
+            px[i * 3 + k] = (uint8_t)(v * 255.0f + 0.5f);
+        }
+    }
+    diffuse_image img = {(uint32_t)w, (uint32_t)h, (uint32_t)w * 3, DIFFUSE_PIXEL_RGB8, DIFFUSE_ORIGIN_TOP_LEFT,
+                         DIFFUSE_COLOR_SRGB, px};
+    r->preview_fn(&img, p, r->preview_user);
+    free(px);
+    return DIFFUSE_OK;
+}
+
+diffuse_status pipe_fit_preview(const diffuse_model *m, bk_backend *bk, float *proj, df_error *err) {
+    const vae_model *v = m->vae_net;
+    const int L = (int)m->dims.latent_channels, f = (int)m->dims.vae_scale_factor, n = PIPE_PREVIEW_FIT_N;
+    const int lh = 8, lw = 8, H = lh * f, Wd = lw * f;
+    const size_t lat = (size_t)n * L * lh * lw, pix = (size_t)n * 3 * H * Wd;
+    if (L < 1 || L > 16 || f < 1)
+        return df_fail(err, DIFFUSE_ERR_UNSUPPORTED, "preview: %d latent channels, scale %d not supported", L, f);
+    const size_t need = vae_workspace_bytes(v, VAE_DECODE, n, H, Wd) + (lat + pix) * sizeof(float) + 4096;
+    diffuse_status st = bk->ops->arena_reserve(bk, need);
+    if (st != DIFFUSE_OK) return df_fail(err, st, "preview fit: reserving working memory: %s", bk->err.msg);
+    float *hz = malloc(lat * sizeof(float)), *hrgb = malloc(pix * sizeof(float));
+    if (!hz || !hrgb) {
+        free(hz);
+        free(hrgb);
+        return df_fail(err, DIFFUSE_ERR_OUT_OF_MEMORY, "preview fit: out of memory");
+    }
+    df_rng rng;
+    df_rng_init(&rng, 0x70726576u); /* fixed: the fit is deterministic */
+    df_rng_randn(&rng, hz, lat);
+    /* Latent b has standard deviation 2^b: samples range from the trained
+     * latents' scale (about 1) to the larger ones of early or unusual runs. */
+    for (int b = 0; b < n; b++)
+        for (size_t i = 0; i < lat / n; i++) hz[(size_t)b * (lat / n) + i] *= (float)(1 << b);
+    const size_t mark = bk_mark(bk);
+    float *z = bk_alloc(bk, lat * sizeof(float));
+    float *out = z ? bk_alloc(bk, pix * sizeof(float)) : NULL;
+    if (!out) st = df_fail(err, bk->err.status, "preview fit: %s", bk->err.msg);
+    if (st == DIFFUSE_OK) st = bk->ops->upload(bk, z, hz, lat * sizeof(float));
+    if (st == DIFFUSE_OK) {
+        st = vae_decode(v, bk, z, n, lh, lw, out);
+        if (st != DIFFUSE_OK) st = df_fail(err, st, "preview fit: VAE decode: %s", bk->err.msg);
+    }
+    if (st == DIFFUSE_OK) st = bk->ops->download(bk, hrgb, out, pix * sizeof(float));
+    bk_release(bk, mark);
+    if (st == DIFFUSE_OK) {
+        /* Normal equations (A^T A) X = A^T Y, A rows [z, 1], Y the block means. */
+        const int K = L + 1;
+        double ata[17 * 17] = {0}, aty[17 * 3] = {0};
+        for (int b = 0; b < n; b++)
+            for (int y = 0; y < lh; y++)
+                for (int x = 0; x < lw; x++) {
+                    double a[17], t[3] = {0, 0, 0};
+                    for (int l = 0; l < L; l++) a[l] = hz[(((size_t)b * L + l) * lh + y) * lw + x];
+                    a[L] = 1.0;
+                    for (int k = 0; k < 3; k++) {
+                        const float *ch = hrgb + ((size_t)b * 3 + k) * H * Wd;
+                        for (int dy = 0; dy < f; dy++)
+                            for (int dx = 0; dx < f; dx++) t[k] += ch[(size_t)(y * f + dy) * Wd + x * f + dx];
+                        t[k] /= (double)f * f;
+                    }
+                    for (int i = 0; i < K; i++) {
+                        for (int j = 0; j < K; j++) ata[i * K + j] += a[i] * a[j];
+                        for (int k = 0; k < 3; k++) aty[i * 3 + k] += a[i] * t[k];
+                    }
+                }
+        for (int i = 0; i < K; i++) ata[i * K + i] += 1e-6; /* ridge: never singular */
+        /* Gauss-Jordan with partial pivoting. */
+        for (int c = 0; c < K; c++) {
+            int piv = c;
+            for (int i = c + 1; i < K; i++)
+                if (fabs(ata[i * K + c]) > fabs(ata[piv * K + c])) piv = i;
+            for (int j = 0; j < K; j++) {
+                double tmp = ata[c * K + j];
+                ata[c * K + j] = ata[piv * K + j];
+                ata[piv * K + j] = tmp;
+            }
+            for (int k = 0; k < 3; k++) {
+                double tmp = aty[c * 3 + k];
+                aty[c * 3 + k] = aty[piv * 3 + k];
+                aty[piv * 3 + k] = tmp;
+            }
+            const double d = ata[c * K + c];
+            for (int i = 0; i < K; i++) {
+                if (i == c) continue;
+                const double q = ata[i * K + c] / d;
+                for (int j = 0; j < K; j++) ata[i * K + j] -= q * ata[c * K + j];
+                for (int k = 0; k < 3; k++) aty[i * 3 + k] -= q * aty[c * 3 + k];
+            }
+        }
+        for (int i = 0; i < K; i++)
+            for (int k = 0; k < 3; k++) proj[i * 3 + k] = (float)(aty[i * 3 + k] / ata[i * K + i]);
+    }
+    free(hz);
+    free(hrgb);
+    return st;
+}
+
 diffuse_status pipe_progress(df_run *r, diffuse_stage stage, uint32_t step, uint32_t total) {
-    if (!r->progress_fn) return DIFFUSE_OK;
+    if (!r->progress_fn && !r->observe && !r->cancel && !r->preview_fn) return DIFFUSE_OK;
     diffuse_progress p = {sizeof p, stage, step, total, r->image_index, r->image_count, pipe_now() - r->t_start};
+    if (r->observe) r->observe(r->observe_user, &p);
+    if (r->preview_fn && r->latents && stage == DIFFUSE_STAGE_DENOISE && step > 0 &&
+        (step % r->preview_every == 0 || step == total)) {
+        diffuse_status s = pipe_preview(r, &p);
+        if (s != DIFFUSE_OK) return s;
+    }
+    if (r->cancel && atomic_load_explicit(r->cancel, memory_order_acquire))
+        return df_fail(r->err, DIFFUSE_CANCELLED, "cancelled by diffuse_job_cancel (image %u of %u, stage %d, step %u/%u)",
+                       r->image_index + 1, r->image_count, (int)stage, step, total);
+    if (!r->progress_fn) return DIFFUSE_OK;
     if (r->progress_fn(&p, r->progress_user) != 0)
         return df_fail(r->err, DIFFUSE_CANCELLED, "cancelled by the progress callback (image %u of %u, stage %d, step %u/%u)",
                        r->image_index + 1, r->image_count, (int)stage, step, total);

@@ -12,6 +12,7 @@
 #include "common.h"
 #include "model/model.h"
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 /* Everything a pipeline call needs from its context. */
@@ -26,13 +27,49 @@ typedef struct df_run {
     uint32_t image_index;            /* image being worked on */
     uint32_t image_count;            /* images of the call */
     uint64_t memory_budget;          /* arena bytes allowed; 0 = no limit */
+    /* Async jobs (lib/job.c); NULL for blocking calls. pipe_progress calls
+     * @observe with every report (before the host's callback) and returns
+     * DIFFUSE_CANCELLED once *@cancel is nonzero. Both run on the thread
+     * that runs the pipeline. */
+    void (*observe)(void *user, const diffuse_progress *p);
+    void *observe_user;
+    const atomic_int *cancel;
+    /* Preview (diffuse_ctx_set_preview): @preview_fn is called at DENOISE
+     * steps that are multiples of @preview_every (and the last step) with
+     * @latents projected to RGB by @preview_proj ((L + 1) x 3: L weights
+     * rows, then the bias). The pipelines point @latents at their sample
+     * with pipe_set_latents while they denoise. */
+    diffuse_preview_fn preview_fn;
+    void *preview_user;
+    uint32_t preview_every;
+    const float *preview_proj;
+    const float *latents;
+    int lat_c, lat_h, lat_w;
 } df_run;
+
+/* Where the sample is while denoising (NULL: no preview). */
+static inline void pipe_set_latents(df_run *r, const float *x, int c, int h, int w) {
+    r->latents = x;
+    r->lat_c = c;
+    r->lat_h = h;
+    r->lat_w = w;
+}
+
+/* Fits the latent -> RGB projection of diffuse_ctx_set_preview: decodes
+ * PIPE_PREVIEW_FIT_N fixed latents (seeded Gaussian, 8x8, latent b with
+ * standard deviation 2^b) with the model's
+ * VAE and solves least squares between each latent pixel (+1) and the mean
+ * RGB of its f x f pixel block. @proj receives (L + 1) x 3 floats. Uses and
+ * reserves the backend's arena. */
+#define PIPE_PREVIEW_FIT_N 4
+diffuse_status pipe_fit_preview(const diffuse_model *m, bk_backend *bk, float *proj, df_error *err);
 
 /* Without a budget, a VAE pass needing more working memory than this runs
  * in diffusers' blended tiles (SD at 1024x1024: 3.6 GiB whole, 0.9 GiB tiled). */
 #define PIPE_VAE_UNTILED_MAX ((size_t)1536 << 20)
 
-/* Reports progress; DIFFUSE_CANCELLED (with a message) when the host's
+/* Reports progress (to r->observe, then the host's callback);
+ * DIFFUSE_CANCELLED (with a message) when r->cancel is set or the host's
  * callback returns nonzero. */
 diffuse_status pipe_progress(df_run *r, diffuse_stage stage, uint32_t step, uint32_t total);
 

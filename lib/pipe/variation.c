@@ -207,6 +207,7 @@ static diffuse_status var_denoise(df_run *r, var_plan *g, uint64_t seed) {
     diffuse_status st = sched_create(r->model->scheduler_config, g->p->sampler, (int)g->p->steps, g->numel, &s, r->err);
     if (st != DIFFUSE_OK) return df_fail_prefix(r->err, "sampler: ");
     st = var_start(r, g, s, &rng, &first);
+    pipe_set_latents(r, g->x, g->lc, g->h, g->w); /* previews (diffuse_ctx_set_preview) */
     const size_t n_evals = sched_num_evals(s);
     for (size_t i = first; i < n_evals && st == DIFFUSE_OK; i++) {
         const float t = (float)sched_timestep(s, i);
@@ -220,6 +221,7 @@ static diffuse_status var_denoise(df_run *r, var_plan *g, uint64_t seed) {
         if (st == DIFFUSE_OK)
             st = pipe_progress(r, DIFFUSE_STAGE_DENOISE, (uint32_t)(i + 1 - first), (uint32_t)(n_evals - first));
     }
+    pipe_set_latents(r, NULL, 0, 0, 0);
     sched_free(s);
     return st;
 }

@@ -45,7 +45,7 @@ from .errors import (
 )
 from .model import LogCallback, Model
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "BusyError",

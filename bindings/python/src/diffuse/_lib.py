@@ -67,8 +67,13 @@ class diffuse_ctx(Structure):
     """Opaque `diffuse_ctx` (only ever used through a pointer)."""
 
 
+class diffuse_job(Structure):
+    """Opaque `diffuse_job` (only ever used through a pointer)."""
+
+
 model_p = POINTER(diffuse_model)
 ctx_p = POINTER(diffuse_ctx)
+job_p = POINTER(diffuse_job)
 
 # ---------------------------------------------------------------------------
 # Structs, in header order
@@ -222,6 +227,19 @@ class diffuse_variation_params(Structure):
 
 
 #: The parameter structs with a ``*_params_init`` function, by C name.
+class diffuse_job_status(Structure):
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("state", c_enum),
+        ("stage", c_enum),
+        ("step", c_uint32),
+        ("total", c_uint32),
+        ("image_index", c_uint32),
+        ("image_count", c_uint32),
+        ("elapsed_seconds", c_double),
+    ]
+
+
 PARAMS_STRUCTS = {
     "diffuse_model_params": diffuse_model_params,
     "diffuse_ctx_params": diffuse_ctx_params,
@@ -237,6 +255,7 @@ ALL_STRUCTS = {
     "diffuse_image": diffuse_image,
     "diffuse_images": diffuse_images,
     "diffuse_output_format": diffuse_output_format,
+    "diffuse_job_status": diffuse_job_status,
     **PARAMS_STRUCTS,
 }
 
@@ -290,6 +309,18 @@ FUNCTIONS = {
     "diffuse_edit": (c_enum, [ctx_p, _P(diffuse_edit_params), _P(_P(diffuse_images))]),
     "diffuse_variation_params_init": (None, [_P(diffuse_variation_params)]),
     "diffuse_variation": (c_enum, [ctx_p, _P(diffuse_variation_params), _P(_P(diffuse_images))]),
+    # asynchronous jobs (since 0.2); declared only, the Python API does not use them yet
+    "diffuse_job_start_generate": (c_enum, [ctx_p, _P(diffuse_generate_params), _P(job_p)]),
+    "diffuse_job_start_edit": (c_enum, [ctx_p, _P(diffuse_edit_params), _P(job_p)]),
+    "diffuse_job_start_variation": (c_enum, [ctx_p, _P(diffuse_variation_params), _P(job_p)]),
+    "diffuse_job_poll": (c_enum, [job_p, _P(diffuse_job_status)]),
+    "diffuse_job_wait": (c_enum, [job_p, c_uint32]),
+    "diffuse_job_cancel": (c_enum, [job_p]),
+    "diffuse_job_result": (c_enum, [job_p, _P(_P(diffuse_images))]),
+    "diffuse_job_last_error": (c_char_p, [job_p]),
+    "diffuse_job_free": (None, [job_p]),
+    # void (*diffuse_preview_fn)(const diffuse_image *, const diffuse_progress *, void *): see preview_fn
+    "diffuse_ctx_set_preview": (c_enum, [ctx_p, c_void_p, c_void_p, c_uint32]),
 }
 
 # ---------------------------------------------------------------------------

@@ -31,6 +31,7 @@ class Status(enum.IntEnum):
     CANCELLED = 14
     BUSY = 15
     INTERNAL = 16
+    TIMEOUT = 17
 
 
 class LogLevel(enum.IntEnum):
