@@ -5,9 +5,11 @@
 # scripts/update-abi-baseline.sh after a deliberate, compatible addition.
 set -u
 baseline="$1"; lib="$2"; headers="$3"
-abidiff --headers-dir2 "$headers" "$baseline" "$lib" > abidiff.out 2>&1
+out=$(mktemp)
+abidiff --headers-dir2 "$headers" "$baseline" "$lib" > "$out" 2>&1
 rc=$?
-cat abidiff.out
+cat "$out"
+rm -f "$out"
 if [ $((rc & 3)) -ne 0 ]; then echo "FAIL: abidiff could not compare (exit $rc)"; exit 1; fi
 if [ $((rc & 8)) -ne 0 ]; then echo "FAIL: incompatible ABI change against $baseline"; exit 1; fi
 if [ $((rc & 4)) -ne 0 ]; then echo "PASS: compatible ABI additions (refresh the baseline when releasing)"; exit 0; fi
