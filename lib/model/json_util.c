@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -183,4 +184,35 @@ const char *dfj_get_str_opt(const struct json_object *obj, const char *key) {
     struct json_object *v = NULL;
     if (!json_object_object_get_ex(obj, key, &v) || !json_object_is_type(v, json_type_string)) return NULL;
     return json_object_get_string(v);
+}
+
+const char *dfj_value_text(const struct json_object *obj, const char *key) {
+    struct json_object *v = NULL;
+    if (!json_object_object_get_ex(obj, key, &v)) return "missing";
+    return v ? json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN) : "null";
+}
+
+diffuse_status dfj_get_bool_opt(const struct json_object *obj, const char *key, int fallback, const char *file,
+                                int *out, df_error *err) {
+    struct json_object *v = NULL;
+    *out = fallback;
+    if (!json_object_object_get_ex(obj, key, &v) || !v) return DIFFUSE_OK;
+    if (!json_object_is_type(v, json_type_boolean))
+        return df_fail(err, DIFFUSE_ERR_MODEL_CONFIG, "%s: key \"%s\" must be true or false, found %s", file, key,
+                       dfj_value_text(obj, key));
+    *out = json_object_get_boolean(v);
+    return DIFFUSE_OK;
+}
+
+diffuse_status dfj_get_number_opt(const struct json_object *obj, const char *key, double fallback, const char *file,
+                                  double *out, df_error *err) {
+    struct json_object *v = NULL;
+    *out = fallback;
+    if (!json_object_object_get_ex(obj, key, &v) || !v) return DIFFUSE_OK;
+    if ((!json_object_is_type(v, json_type_int) && !json_object_is_type(v, json_type_double)) ||
+        !isfinite(json_object_get_double(v)))
+        return df_fail(err, DIFFUSE_ERR_MODEL_CONFIG, "%s: key \"%s\" must be a finite number, found %s", file, key,
+                       dfj_value_text(obj, key));
+    *out = json_object_get_double(v);
+    return DIFFUSE_OK;
 }

@@ -47,6 +47,18 @@ diffuse_status dfj_get_int_opt(const struct json_object *obj, const char *key, i
  * pointer lives as long as @obj. */
 const char *dfj_get_str_opt(const struct json_object *obj, const char *key);
 
+/* The JSON text of @key's value for messages: "missing" when absent,
+ * "null" for null. The pointer lives as long as @obj. */
+const char *dfj_value_text(const struct json_object *obj, const char *key);
+/* Boolean @key; absent or null gives @fallback; DIFFUSE_ERR_MODEL_CONFIG
+ * naming @file and @key when it is not a boolean. */
+diffuse_status dfj_get_bool_opt(const struct json_object *obj, const char *key, int fallback, const char *file,
+                                int *out, df_error *err);
+/* Finite number @key; absent or null gives @fallback; DIFFUSE_ERR_MODEL_CONFIG
+ * otherwise. */
+diffuse_status dfj_get_number_opt(const struct json_object *obj, const char *key, double fallback, const char *file,
+                                  double *out, df_error *err);
+
 /* json-c's name for a value's type ("string", "array", ... "missing"). */
 const char *dfj_type_name(const struct json_object *v);
 

@@ -14,46 +14,16 @@
 
 static const char cfg_file[] = "unet/config.json";
 
-/* The JSON text of @key's value (for messages), "missing" when absent. */
-static const char *cfg_value_text(const struct json_object *j, const char *key) {
-    struct json_object *v = NULL;
-    if (!json_object_object_get_ex(j, key, &v)) return "missing";
-    return v ? json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN) : "null";
-}
-
 static diffuse_status cfg_unsupported(const struct json_object *j, const char *key, const char *supported,
                                       df_error *err) {
     return df_fail(err, DIFFUSE_ERR_UNSUPPORTED, "%s: key \"%s\" is %s; this UNet supports %s", cfg_file, key,
-                   cfg_value_text(j, key), supported);
+                   dfj_value_text(j, key), supported);
 }
 
 /* @key absent or null, or else DIFFUSE_ERR_UNSUPPORTED. */
 static diffuse_status cfg_want_null(const struct json_object *j, const char *key, df_error *err) {
     struct json_object *v = NULL;
     if (json_object_object_get_ex(j, key, &v) && v) return cfg_unsupported(j, key, "only null", err);
-    return DIFFUSE_OK;
-}
-
-static diffuse_status cfg_bool(const struct json_object *j, const char *key, int fallback, int *out, df_error *err) {
-    struct json_object *v = NULL;
-    *out = fallback;
-    if (!json_object_object_get_ex(j, key, &v) || !v) return DIFFUSE_OK;
-    if (!json_object_is_type(v, json_type_boolean))
-        return df_fail(err, DIFFUSE_ERR_MODEL_CONFIG, "%s: key \"%s\" must be true or false, found %s", cfg_file, key,
-                       cfg_value_text(j, key));
-    *out = json_object_get_boolean(v);
-    return DIFFUSE_OK;
-}
-
-static diffuse_status cfg_number(const struct json_object *j, const char *key, double fallback, double *out,
-                                 df_error *err) {
-    struct json_object *v = NULL;
-    *out = fallback;
-    if (!json_object_object_get_ex(j, key, &v) || !v) return DIFFUSE_OK;
-    if (!json_object_is_type(v, json_type_int) && !json_object_is_type(v, json_type_double))
-        return df_fail(err, DIFFUSE_ERR_MODEL_CONFIG, "%s: key \"%s\" must be a number, found %s", cfg_file, key,
-                       cfg_value_text(j, key));
-    *out = json_object_get_double(v);
     return DIFFUSE_OK;
 }
 
@@ -66,7 +36,7 @@ static diffuse_status cfg_choice(const struct json_object *j, const char *key, c
     if (json_object_object_get_ex(j, key, &v) && v) {
         if (!json_object_is_type(v, json_type_string))
             return df_fail(err, DIFFUSE_ERR_MODEL_CONFIG, "%s: key \"%s\" must be a string, found %s", cfg_file,
-                           key, cfg_value_text(j, key));
+                           key, dfj_value_text(j, key));
         s = json_object_get_string(v);
     }
     for (int i = 0; s && allowed[i]; i++) {
@@ -122,7 +92,7 @@ static diffuse_status cfg_blocks(const struct json_object *j, unet_config *c, df
         if (!json_object_object_get_ex(j, keys[k], &arr) || !json_object_is_type(arr, json_type_array) ||
             json_object_array_length(arr) != n)
             return df_fail(err, DIFFUSE_ERR_MODEL_CONFIG, "%s: key \"%s\" must list %zu block types, found %s",
-                           cfg_file, keys[k], n, cfg_value_text(j, keys[k]));
+                           cfg_file, keys[k], n, dfj_value_text(j, keys[k]));
         for (int i = 0; i < c->levels; i++) {
             const char *s = json_object_get_string(json_object_array_get_idx(arr, (size_t)i));
             if (s && strncmp(s, "UNetRes", 7) == 0) s += 7; /* diffusers strips this prefix */
@@ -158,9 +128,9 @@ static diffuse_status cfg_attention(const struct json_object *j, unet_config *c,
         if (cross[i] != cross[0]) return cfg_unsupported(j, "cross_attention_dim", "one width for all blocks", err);
     c->cross_dim = cross[0];
     int b;
-    NN_TRY(cfg_bool(j, "use_linear_projection", 0, &c->linear_proj, err));
-    NN_TRY(cfg_bool(j, "upcast_attention", 0, &b, err)); /* float32 here: no effect */
-    NN_TRY(cfg_bool(j, "dual_cross_attention", 0, &b, err));
+    NN_TRY(dfj_get_bool_opt(j, "use_linear_projection", 0, cfg_file, &c->linear_proj, err));
+    NN_TRY(dfj_get_bool_opt(j, "upcast_attention", 0, cfg_file, &b, err)); /* float32 here: no effect */
+    NN_TRY(dfj_get_bool_opt(j, "dual_cross_attention", 0, cfg_file, &b, err));
     if (b) return cfg_unsupported(j, "dual_cross_attention", "false", err);
     if (json_object_object_get_ex(j, "only_cross_attention", &v) && v) {
         int any = 0;
@@ -168,7 +138,7 @@ static diffuse_status cfg_attention(const struct json_object *j, unet_config *c,
             for (size_t i = 0; i < json_object_array_length(v); i++)
                 any |= json_object_get_boolean(json_object_array_get_idx(v, i));
         else
-            NN_TRY(cfg_bool(j, "only_cross_attention", 0, &any, err));
+            NN_TRY(dfj_get_bool_opt(j, "only_cross_attention", 0, cfg_file, &any, err));
         if (any) return cfg_unsupported(j, "only_cross_attention", "false", err);
     }
     static const char *const attn_types[] = {"default", NULL};
@@ -185,8 +155,8 @@ static diffuse_status cfg_time(const struct json_object *j, unet_config *c, df_e
     NN_TRY(cfg_choice(j, "time_embedding_type", "positional", positional, "\"positional\"", &t, err));
     NN_TRY(cfg_choice(j, "act_fn", "silu", silu, "\"silu\"", &t, err));
     NN_TRY(cfg_choice(j, "resnet_time_scale_shift", "default", shift, "\"default\"", &t, err));
-    NN_TRY(cfg_bool(j, "flip_sin_to_cos", 1, &c->flip_sin_to_cos, err));
-    NN_TRY(cfg_number(j, "freq_shift", 0.0, &d, err));
+    NN_TRY(dfj_get_bool_opt(j, "flip_sin_to_cos", 1, cfg_file, &c->flip_sin_to_cos, err));
+    NN_TRY(dfj_get_number_opt(j, "freq_shift", 0.0, cfg_file, &d, err));
     c->freq_shift = (float)d;
     int64_t td;
     NN_TRY(dfj_get_int_opt(j, "time_embedding_dim", 4 * (int64_t)c->block_out[0], cfg_file, 1, 1 << 20, &td, err));
@@ -220,14 +190,14 @@ static diffuse_status cfg_shape(const struct json_object *j, unet_config *c, df_
     NN_TRY(dfj_get_int_opt(j, "norm_num_groups", 32, cfg_file, 1, 1 << 16, &v, err));
     c->groups = (int)v;
     double d;
-    NN_TRY(cfg_number(j, "norm_eps", 1e-5, &d, err));
+    NN_TRY(dfj_get_number_opt(j, "norm_eps", 1e-5, cfg_file, &d, err));
     c->eps = (float)d;
-    NN_TRY(cfg_number(j, "mid_block_scale_factor", 1.0, &d, err));
+    NN_TRY(dfj_get_number_opt(j, "mid_block_scale_factor", 1.0, cfg_file, &d, err));
     c->mid_scale = (float)d;
     if (!(c->eps >= 0.0f) || !(c->mid_scale > 0.0f))
         return df_fail(err, DIFFUSE_ERR_MODEL_CONFIG, "%s: norm_eps %g must be >= 0, mid_block_scale_factor %g > 0",
                        cfg_file, (double)c->eps, (double)c->mid_scale);
-    NN_TRY(cfg_bool(j, "center_input_sample", 0, &c->center_input_sample, err));
+    NN_TRY(dfj_get_bool_opt(j, "center_input_sample", 0, cfg_file, &c->center_input_sample, err));
     struct json_object *mid = NULL;
     c->mid_block = 1;
     if (json_object_object_get_ex(j, "mid_block_type", &mid) && !mid) {

@@ -30,38 +30,6 @@ static const char cfg_file[] = "vae/config.json";
 /* Config                                                                    */
 /* ------------------------------------------------------------------------ */
 
-/* The JSON text of @key's value (for messages), "missing" when absent. */
-static const char *cfg_value_text(const struct json_object *j, const char *key) {
-    struct json_object *v = NULL;
-    if (!json_object_object_get_ex(j, key, &v)) return "missing";
-    return v ? json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN) : "null";
-}
-
-static diffuse_status cfg_bool(const struct json_object *j, const char *key, int fallback, int *out, df_error *err) {
-    struct json_object *v = NULL;
-    *out = fallback;
-    if (!json_object_object_get_ex(j, key, &v) || !v) return DIFFUSE_OK;
-    if (!json_object_is_type(v, json_type_boolean))
-        return df_fail(err, DIFFUSE_ERR_MODEL_CONFIG, "%s: key \"%s\" must be true or false, found %s", cfg_file, key,
-                       cfg_value_text(j, key));
-    *out = json_object_get_boolean(v);
-    return DIFFUSE_OK;
-}
-
-/* A finite number; absent or null gives @fallback. */
-static diffuse_status cfg_number(const struct json_object *j, const char *key, double fallback, double *out,
-                                 df_error *err) {
-    struct json_object *v = NULL;
-    *out = fallback;
-    if (!json_object_object_get_ex(j, key, &v) || !v) return DIFFUSE_OK;
-    if ((!json_object_is_type(v, json_type_int) && !json_object_is_type(v, json_type_double)) ||
-        !isfinite(json_object_get_double(v)))
-        return df_fail(err, DIFFUSE_ERR_MODEL_CONFIG, "%s: key \"%s\" must be a finite number, found %s", cfg_file,
-                       key, cfg_value_text(j, key));
-    *out = json_object_get_double(v);
-    return DIFFUSE_OK;
-}
-
 /* @key, when present, is a list of @levels strings all equal to @want. */
 static diffuse_status cfg_block_types(const struct json_object *j, const char *key, int levels, const char *want,
                                       df_error *err) {
@@ -69,12 +37,12 @@ static diffuse_status cfg_block_types(const struct json_object *j, const char *k
     if (!json_object_object_get_ex(j, key, &v) || !v) return DIFFUSE_OK; /* diffusers' default type */
     if (!json_object_is_type(v, json_type_array) || json_object_array_length(v) != (size_t)levels)
         return df_fail(err, DIFFUSE_ERR_MODEL_CONFIG, "%s: key \"%s\" must list %d block types (one per entry of "
-                       "block_out_channels), found %s", cfg_file, key, levels, cfg_value_text(j, key));
+                       "block_out_channels), found %s", cfg_file, key, levels, dfj_value_text(j, key));
     for (int i = 0; i < levels; i++) {
         struct json_object *e = json_object_array_get_idx(v, (size_t)i);
         if (!json_object_is_type(e, json_type_string) || strcmp(json_object_get_string(e), want) != 0)
             return df_fail(err, DIFFUSE_ERR_MODEL_CONFIG, "%s: key \"%s\" is %s; this VAE supports only \"%s\"",
-                           cfg_file, key, cfg_value_text(j, key), want);
+                           cfg_file, key, dfj_value_text(j, key), want);
     }
     return DIFFUSE_OK;
 }
@@ -143,16 +111,16 @@ diffuse_status vae_read_config(const struct json_object *j, vae_config *c, df_er
     if (json_object_object_get_ex(j, "act_fn", &act) && act &&
         (!json_object_is_type(act, json_type_string) || strcmp(json_object_get_string(act), "silu") != 0))
         return df_fail(err, DIFFUSE_ERR_MODEL_CONFIG, "%s: key \"act_fn\" is %s; this VAE supports only \"silu\"",
-                       cfg_file, cfg_value_text(j, "act_fn"));
-    NN_TRY(cfg_bool(j, "mid_block_add_attention", 1, &c->mid_attention, err));
-    NN_TRY(cfg_bool(j, "use_quant_conv", 1, &c->quant_conv, err));
-    NN_TRY(cfg_bool(j, "use_post_quant_conv", 1, &c->post_quant_conv, err));
+                       cfg_file, dfj_value_text(j, "act_fn"));
+    NN_TRY(dfj_get_bool_opt(j, "mid_block_add_attention", 1, cfg_file, &c->mid_attention, err));
+    NN_TRY(dfj_get_bool_opt(j, "use_quant_conv", 1, cfg_file, &c->quant_conv, err));
+    NN_TRY(dfj_get_bool_opt(j, "use_post_quant_conv", 1, cfg_file, &c->post_quant_conv, err));
     double scaling, shift;
-    NN_TRY(cfg_number(j, "scaling_factor", 0.18215, &scaling, err));
-    NN_TRY(cfg_number(j, "shift_factor", 0.0, &shift, err));
+    NN_TRY(dfj_get_number_opt(j, "scaling_factor", 0.18215, cfg_file, &scaling, err));
+    NN_TRY(dfj_get_number_opt(j, "shift_factor", 0.0, cfg_file, &shift, err));
     if (!(scaling > 0.0))
         return df_fail(err, DIFFUSE_ERR_MODEL_CONFIG, "%s: key \"scaling_factor\" is %s; it must be positive", cfg_file,
-                       cfg_value_text(j, "scaling_factor"));
+                       dfj_value_text(j, "scaling_factor"));
     c->scaling_factor = (float)scaling;
     c->shift_factor = (float)shift;
     return cfg_sample_size(j, c, err);
