@@ -87,6 +87,7 @@ def main():
         model, weights = build(spec)
         rng = np.random.default_rng(zlib.crc32(name.encode()))  # per case: any subset regenerates the same
         cfg = json.loads(model.to_json_string())
+        cfg.pop("_name_or_path", None)  # where it was loaded from: a path of this machine
         blobs, run_meta = [], []
         for batch, h, w, seq, ts in runs:
             sample = rng.standard_normal((batch, cfg["in_channels"], h, w)).astype(np.float32)

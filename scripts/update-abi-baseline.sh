@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir="${1:-build}"
-abidw --headers-dir include --no-corpus-path --out-file abi/libdiffuse.abi "$dir/libdiffuse.so.0"
+abidw --headers-dir include --no-corpus-path --no-comp-dir-path --out-file abi/libdiffuse.abi "$dir/libdiffuse.so.0"
 echo "wrote abi/libdiffuse.abi"
