@@ -71,47 +71,19 @@ static diffuse_status gen_denoise(df_run *r, gen_plan *g, uint64_t seed) {
     pipe_set_latents(r, g->x, g->lc, g->h, g->w); /* previews (diffuse_ctx_set_preview) */
     const int b = 1 + g->cfg;
     for (size_t i = 0; i < n_evals && st == DIFFUSE_OK; i++) {
-        float t[2];
-        t[0] = t[1] = (float)sched_timestep(s, i);
         st = sched_scale_model_input(s, i, g->x, g->eps, r->err);
         for (int k = 0; k < b && st == DIFFUSE_OK; k++) st = o->upload(r->bk, g->unet_in + k * g->numel, g->eps, bytes);
         if (st == DIFFUSE_OK)
-            st = unet_forward(m->unet_net, r->bk, g->unet_in, b, g->h, g->w, t, g->text.emb, g->text.seq, g->unet_out);
-        if (st != DIFFUSE_OK && st != DIFFUSE_CANCELLED && r->err->status != st)
-            st = df_fail(r->err, st, "UNet: %s", r->bk->err.msg);
-        if (st == DIFFUSE_OK) st = o->download(r->bk, g->eps, g->unet_out, (size_t)b * bytes);
-        if (st == DIFFUSE_OK && g->cfg) {
-            float *uncond = g->eps, *cond = g->eps + g->numel;
-            guidance_cfg_combine(uncond, cond, g->p->guidance_scale, g->numel, uncond);
-            if (g->p->guidance_rescale > 0.0f)
-                st = guidance_rescale(uncond, cond, 1, g->numel, g->p->guidance_rescale, r->err);
-        }
+            st = pipe_unet_eval(r, &g->text, g->unet_in, g->unet_out, b, g->h, g->w, (float)sched_timestep(s, i),
+                                g->p->guidance_scale, g->numel, g->eps);
+        /* after the combine, eps holds the guided prediction and eps + numel still the conditional one */
+        if (st == DIFFUSE_OK && g->cfg && g->p->guidance_rescale > 0.0f)
+            st = guidance_rescale(g->eps, g->eps + g->numel, 1, g->numel, g->p->guidance_rescale, r->err);
         if (st == DIFFUSE_OK) st = sched_step(s, i, g->eps, g->x, &rng, 1, g->x, r->err);
         if (st == DIFFUSE_OK) st = pipe_progress(r, DIFFUSE_STAGE_DENOISE, (uint32_t)(i + 1), (uint32_t)n_evals);
     }
     pipe_set_latents(r, NULL, 0, 0, 0);
     sched_free(s);
-    return st;
-}
-
-static diffuse_status gen_decode(df_run *r, gen_plan *g, diffuse_image *img) {
-    const bk_ops *o = r->bk->ops;
-    diffuse_status st = pipe_progress(r, DIFFUSE_STAGE_DECODE, 0, 1);
-    const size_t mark = bk_mark(r->bk);
-    const size_t pix = (size_t)3 * g->width * g->height;
-    float *z = st == DIFFUSE_OK ? bk_alloc(r->bk, g->numel * sizeof(float)) : NULL;
-    float *out = z ? bk_alloc(r->bk, pix * sizeof(float)) : NULL;
-    if (st == DIFFUSE_OK && !out) st = df_fail(r->err, r->bk->err.status, "%s", r->bk->err.msg);
-    if (st == DIFFUSE_OK) st = o->upload(r->bk, z, g->x, g->numel * sizeof(float));
-    if (st == DIFFUSE_OK) {
-        st = g->vae_tile ? vae_decode_tiled(r->model->vae_net, r->bk, z, 1, g->h, g->w, g->vae_tile, out)
-                         : vae_decode(r->model->vae_net, r->bk, z, 1, g->h, g->w, out);
-        if (st != DIFFUSE_OK) st = df_fail(r->err, st, "VAE decode: %s", r->bk->err.msg);
-    }
-    if (st == DIFFUSE_OK) st = o->download(r->bk, g->rgb, out, pix * sizeof(float));
-    bk_release(r->bk, mark);
-    if (st == DIFFUSE_OK) pipe_store_image(g->rgb, img);
-    if (st == DIFFUSE_OK) st = pipe_progress(r, DIFFUSE_STAGE_DECODE, 1, 1);
     return st;
 }
 
@@ -164,7 +136,7 @@ diffuse_status pipe_generate(df_run *r, const diffuse_generate_params *p, diffus
     for (uint32_t i = 0; st == DIFFUSE_OK && i < p->n_images; i++) {
         r->image_index = i;
         st = gen_denoise(r, &g, p->seed + i);
-        if (st == DIFFUSE_OK) st = gen_decode(r, &g, &images->images[i]);
+        if (st == DIFFUSE_OK) st = pipe_vae_decode(r, g.x, g.h, g.w, g.vae_tile, g.rgb, &images->images[i]);
     }
     bk_release(r->bk, base);
     gen_plan_free(&g);

@@ -2,8 +2,8 @@
  * variation.c - variations of an image, as diffusers'
  * StableDiffusionImg2ImgPipeline: the image is VAE-encoded once, and for
  * image i (seed + i) the posterior is sampled, noised to @strength and
- * denoised with the optional prompt. Also the image-to-image helpers edit.c
- * shares: arena sizing, VAE encode/decode of host buffers, guided UNet calls.
+ * denoised with the optional prompt. Also the image-to-image arena sizing and
+ * CFG rule edit.c shares.
  */
 #include "pipe/pipe.h"
 
@@ -59,60 +59,6 @@ size_t pipe_img2img_arena_bytes(const df_run *r, int b, int cin, int height, int
     if (!unet || !enc || !dec) return 0;
     size_t work = max_size(max_size(pipe_text_workspace_bytes(m, b), unet), max_size(enc + enc_io, dec + dec_io));
     return fixed + work;
-}
-
-diffuse_status pipe_vae_encode(df_run *r, const float *chw, int height, int width, int tile, float *moments) {
-    const bk_ops *o = r->bk->ops;
-    const vae_model *vae = r->model->vae_net;
-    const int f = vae->cfg.scale, h = height / f, w = width / f;
-    const size_t pix = (size_t)3 * height * width, mom = (size_t)2 * vae->cfg.latent_channels * h * w;
-    const size_t mark = bk_mark(r->bk);
-    diffuse_status st = DIFFUSE_OK;
-    float *img = bk_alloc(r->bk, pix * sizeof(float));
-    float *out = img ? bk_alloc(r->bk, mom * sizeof(float)) : NULL;
-    if (!out) st = df_fail(r->err, r->bk->err.status, "VAE encode: %s", r->bk->err.msg);
-    if (st == DIFFUSE_OK) st = o->upload(r->bk, img, chw, pix * sizeof(float));
-    if (st == DIFFUSE_OK) {
-        st = tile ? vae_encode_tiled(vae, r->bk, img, 1, height, width, tile, out)
-                  : vae_encode(vae, r->bk, img, 1, height, width, out);
-        if (st != DIFFUSE_OK) st = df_fail(r->err, st, "VAE encode: %s", r->bk->err.msg);
-    }
-    if (st == DIFFUSE_OK) st = o->download(r->bk, moments, out, mom * sizeof(float));
-    bk_release(r->bk, mark);
-    return st;
-}
-
-diffuse_status pipe_unet_eval(df_run *r, const pipe_text *text, const float *unet_in, float *unet_out, int b,
-                              int h, int w, float t, float guidance, size_t numel, float *eps) {
-    const float ts[2] = {t, t};
-    diffuse_status st = unet_forward(r->model->unet_net, r->bk, unet_in, b, h, w, ts, text->emb, text->seq, unet_out);
-    if (st != DIFFUSE_OK) return df_fail(r->err, st, "UNet: %s", r->bk->err.msg);
-    st = r->bk->ops->download(r->bk, eps, unet_out, (size_t)b * numel * sizeof(float));
-    if (st != DIFFUSE_OK) return df_fail(r->err, st, "UNet output: %s", r->bk->err.msg);
-    if (b == 2) guidance_cfg_combine(eps, eps + numel, guidance, numel, eps);
-    return DIFFUSE_OK;
-}
-
-diffuse_status pipe_vae_decode(df_run *r, const float *x, int h, int w, int tile, float *rgb, diffuse_image *img) {
-    const bk_ops *o = r->bk->ops;
-    const vae_model *vae = r->model->vae_net;
-    const size_t numel = (size_t)vae->cfg.latent_channels * h * w;
-    const size_t pix = (size_t)3 * img->width * img->height;
-    diffuse_status st = pipe_progress(r, DIFFUSE_STAGE_DECODE, 0, 1);
-    const size_t mark = bk_mark(r->bk);
-    float *z = st == DIFFUSE_OK ? bk_alloc(r->bk, numel * sizeof(float)) : NULL;
-    float *out = z ? bk_alloc(r->bk, pix * sizeof(float)) : NULL;
-    if (st == DIFFUSE_OK && !out) st = df_fail(r->err, r->bk->err.status, "VAE decode: %s", r->bk->err.msg);
-    if (st == DIFFUSE_OK) st = o->upload(r->bk, z, x, numel * sizeof(float));
-    if (st == DIFFUSE_OK) {
-        st = tile ? vae_decode_tiled(vae, r->bk, z, 1, h, w, tile, out) : vae_decode(vae, r->bk, z, 1, h, w, out);
-        if (st != DIFFUSE_OK) st = df_fail(r->err, st, "VAE decode: %s", r->bk->err.msg);
-    }
-    if (st == DIFFUSE_OK) st = o->download(r->bk, rgb, out, pix * sizeof(float));
-    bk_release(r->bk, mark);
-    if (st == DIFFUSE_OK) pipe_store_image(rgb, img);
-    if (st == DIFFUSE_OK) st = pipe_progress(r, DIFFUSE_STAGE_DECODE, 1, 1);
-    return st;
 }
 
 /* ------------------------------------------------------------------------ */
