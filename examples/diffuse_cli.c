@@ -64,6 +64,31 @@ static int cmd_info(const char *path, const diffuse_model *model) {
     printf("weight bytes: %" PRIu64 " (%.1f MiB on disk)\n", mi.weight_bytes, (double)mi.weight_bytes / 1048576.0);
     printf("latent: %u channels, 1/%u scale\n", mi.latent_channels, mi.vae_scale_factor);
     printf("native size: %ux%u (latent %ux%u)\n", native, native, mi.sample_size, mi.sample_size);
+    printf("weights dtype: %s (kept in memory as float32: %.1f MiB)\n",
+           mi.weight_dtype == DIFFUSE_WEIGHTS_F16    ? "float16"
+           : mi.weight_dtype == DIFFUSE_WEIGHTS_BF16 ? "bfloat16"
+                                                     : "float32",
+           (double)mi.host_bytes / 1048576.0);
+    /* memory of one image at the native size with guidance, and of four */
+    for (uint32_t n = 1; n <= 4; n += 3) {
+        diffuse_memory_query q;
+        diffuse_memory_query_init(&q);
+        q.n_images = n;
+        diffuse_memory_estimate e;
+        memset(&e, 0, sizeof e);
+        e.struct_size = sizeof e;
+        st = diffuse_estimate_memory(model, &q, &e);
+        if (st != DIFFUSE_OK) {
+            printf("memory estimate: unavailable (%s)\n", diffuse_status_string(st));
+            break;
+        }
+        printf("memory estimate (%u image%s %ux%u, guidance, CPU): %.1f MiB peak (model %.1f, working %.1f, "
+               "buffers %.1f, images %.1f)%s\n",
+               n, n > 1 ? "s" : "", native, native, (double)e.host_bytes / 1048576.0,
+               (double)e.model_host_bytes / 1048576.0, (double)e.context_host_bytes / 1048576.0,
+               (double)e.run_host_bytes / 1048576.0, (double)e.output_bytes / 1048576.0,
+               e.vae_tiled ? ", VAE in tiles" : "");
+    }
     return CLI_EXIT_OK;
 }
 

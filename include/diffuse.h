@@ -48,7 +48,7 @@ extern "C" {
 /* ------------------------------------------------------------------------ */
 
 #define DIFFUSE_VERSION_MAJOR 0
-#define DIFFUSE_VERSION_MINOR 2
+#define DIFFUSE_VERSION_MINOR 3
 #define DIFFUSE_VERSION_PATCH 0
 /** MAJOR*10000 + MINOR*100 + PATCH of the header you compiled against. */
 #define DIFFUSE_VERSION_NUMBER \
@@ -187,6 +187,12 @@ typedef struct diffuse_model_params {
      *  (which file, which tensor, expected vs found). May be NULL. */
     char *error_buf;
     size_t error_buf_size;       /**< bytes available in error_buf */
+    /** Since 0.3: called with stage DIFFUSE_STAGE_LOAD, step/total counting
+     *  the weight files (and the final network setup) as they are read;
+     *  return nonzero to cancel: the load then returns DIFFUSE_CANCELLED
+     *  with nothing loaded. Called on the loading thread. NULL = none. */
+    diffuse_progress_fn progress_fn;
+    void *progress_user;         /**< passed to progress_fn */
 } diffuse_model_params;
 
 /**
@@ -255,6 +261,14 @@ typedef struct diffuse_model_info {
     uint64_t vae_parameters;
     uint64_t text_encoder_parameters;
     uint64_t weight_bytes;         /**< bytes of weights as stored on disk */
+    /** How most weights (by bytes) are stored in the files: F32, F16 or
+     *  BF16 (since 0.3). */
+    diffuse_weight_type weight_dtype;
+    /** Host memory the loaded model holds once every weight has been used:
+     *  its float32 copies of converted weights plus the file pages of the
+     *  float32 weights it reads in place (since 0.3; the model part of
+     *  diffuse_estimate_memory). */
+    uint64_t host_bytes;
 } diffuse_model_info;
 
 /**
@@ -462,8 +476,26 @@ typedef struct diffuse_generate_params {
     uint64_t seed;                /**< image i uses seed + i */
     uint32_t clip_skip;           /**< diffusers' clip_skip; 0 = last layer */
     diffuse_output_format output; /**< layout of returned images */
-    uint32_t tile_x;              /**< 1 = seamless horizontally (circular padding) */
-    uint32_t tile_y;              /**< 1 = seamless vertically */
+    /** 1 = seamless horizontally: every padded convolution of the UNet and
+     *  the VAE decoder wraps around left-right (torch padding_mode
+     *  "circular"), so the image tiles without a seam (since 0.3; 0.1 and
+     *  0.2 returned DIFFUSE_ERR_UNSUPPORTED). The VAE then decodes whole,
+     *  never in blended tiles (a memory_budget too small for that gives
+     *  DIFFUSE_ERR_OUT_OF_MEMORY). 0 (default) or 1. */
+    uint32_t tile_x;
+    uint32_t tile_y;              /**< 1 = seamless vertically (as tile_x, top-bottom) */
+    /** Since 0.3: NULL (default), or an array of n_images images in the
+     *  caller's memory that receive the results instead of library-allocated
+     *  pixels. Each must be exactly the output size, with a valid format,
+     *  origin, colour space and a stride of at least width * bytes per
+     *  pixel; its format, origin and colour space are used (the output
+     *  field is ignored). Bytes between rows are not written. The returned
+     *  diffuse_images then points at these buffers; diffuse_images_free()
+     *  leaves them alone. A job writes them from its worker thread and
+     *  keeps only this pointer: keep the array of descriptors and the
+     *  pixels alive and untouched until the job has finished. On failure
+     *  their contents are unspecified. */
+    diffuse_image *output_images;
 } diffuse_generate_params;
 
 /**
@@ -519,6 +551,18 @@ typedef struct diffuse_edit_params {
      *  plus the rest of the repainted image. 0 = a hard edge. */
     float mask_feather;
     diffuse_output_format output;
+    /** Since 0.3: NULL (default), or an array of n_images images in the
+     *  caller's memory that receive the results instead of library-allocated
+     *  pixels. Each must be exactly the output size, with a valid format,
+     *  origin, colour space and a stride of at least width * bytes per
+     *  pixel; its format, origin and colour space are used (the output
+     *  field is ignored). Bytes between rows are not written. The returned
+     *  diffuse_images then points at these buffers; diffuse_images_free()
+     *  leaves them alone. A job writes them from its worker thread and
+     *  keeps only this pointer: keep the array of descriptors and the
+     *  pixels alive and untouched until the job has finished. On failure
+     *  their contents are unspecified. */
+    diffuse_image *output_images;
 } diffuse_edit_params;
 
 /**
@@ -580,6 +624,18 @@ typedef struct diffuse_variation_params {
     diffuse_sampler sampler;
     uint64_t seed;                /**< image i uses seed + i */
     diffuse_output_format output;
+    /** Since 0.3: NULL (default), or an array of n_images images in the
+     *  caller's memory that receive the results instead of library-allocated
+     *  pixels. Each must be exactly the output size, with a valid format,
+     *  origin, colour space and a stride of at least width * bytes per
+     *  pixel; its format, origin and colour space are used (the output
+     *  field is ignored). Bytes between rows are not written. The returned
+     *  diffuse_images then points at these buffers; diffuse_images_free()
+     *  leaves them alone. A job writes them from its worker thread and
+     *  keeps only this pointer: keep the array of descriptors and the
+     *  pixels alive and untouched until the job has finished. On failure
+     *  their contents are unspecified. */
+    diffuse_image *output_images;
 } diffuse_variation_params;
 
 /**
@@ -606,6 +662,117 @@ DIFFUSE_API void diffuse_variation_params_init(diffuse_variation_params *params)
  */
 DIFFUSE_API diffuse_status diffuse_variation(diffuse_ctx *ctx, const diffuse_variation_params *params,
                                              diffuse_images **out_images);
+
+/* ------------------------------------------------------------------------ */
+/* Memory estimates                                                          */
+/* ------------------------------------------------------------------------ */
+
+/** Which call a memory estimate is for. */
+typedef enum diffuse_operation {
+    DIFFUSE_OP_GENERATE = 0,
+    DIFFUSE_OP_EDIT = 1,
+    DIFFUSE_OP_VARIATION = 2
+} diffuse_operation;
+
+/** Settings of the call to estimate. Fill with diffuse_memory_query_init(). Since 0.3. */
+typedef struct diffuse_memory_query {
+    uint32_t struct_size;         /**< set by init */
+    diffuse_operation operation;  /**< default GENERATE */
+    uint32_t width;               /**< output (or input image) pixels; 0 = model's native size */
+    uint32_t height;              /**< 0 = model's native size */
+    uint32_t n_images;            /**< 1..16; default 1 */
+    /** > 1 (default 7.5) estimates a run with classifier-free guidance */
+    float guidance_scale;
+    diffuse_pixel_format format;  /**< format of the returned images; default RGB8 */
+    diffuse_device device;        /**< default AUTO (estimated as CPU while no GPU backend runs) */
+    uint64_t memory_budget;       /**< the context's memory_budget; 0 = none */
+} diffuse_memory_query;
+
+/** Result of diffuse_estimate_memory(). Set struct_size before the call. Since 0.3. */
+typedef struct diffuse_memory_estimate {
+    uint32_t struct_size;         /**< caller sets sizeof(diffuse_memory_estimate) */
+    uint64_t model_host_bytes;    /**< the loaded model (diffuse_model_info.host_bytes) */
+    /** the context's working memory (arena) for this call: kept by the
+     *  context afterwards and reused by its next calls */
+    uint64_t context_host_bytes;
+    uint64_t run_host_bytes;      /**< temporary buffers of the call (latents, decoded floats) */
+    uint64_t output_bytes;        /**< the returned images */
+    /** peak host memory of a process that loads the model and makes this
+     *  call: the sum of the four above */
+    uint64_t host_bytes;
+    uint64_t device_bytes;        /**< device memory (0 on the CPU) */
+    int32_t vae_tiled;            /**< 1: the VAE runs in tiles at these settings */
+    /** 0: the call would fail with DIFFUSE_ERR_OUT_OF_MEMORY under
+     *  memory_budget (context_host_bytes is then what it would need) */
+    int32_t fits;
+} diffuse_memory_estimate;
+
+/**
+ * diffuse_memory_query_init() - fill @query with defaults. Accepts NULL.
+ * Thread-safety: any thread. Since 0.3.
+ */
+DIFFUSE_API void diffuse_memory_query_init(diffuse_memory_query *query);
+
+/**
+ * diffuse_estimate_memory() - memory a call with @query's settings needs,
+ *        computed from the same plan the call makes (nothing runs). On the
+ *        CPU, host_bytes is within 10 % of the peak resident memory a
+ *        process adds by loading the model and making the call (tested),
+ *        not counting the process's own libraries and thread stacks.
+ * @return DIFFUSE_OK; DIFFUSE_ERR_INVALID_ARGUMENT (NULL pointers, a
+ *         struct_size too small, sizes that are not multiples of the VAE
+ *         scale factor or too small for the model, n_images out of range,
+ *         an unknown enum); DIFFUSE_ERR_UNSUPPORTED (a model that cannot
+ *         run, or an operation it cannot run, e.g. variation with an
+ *         inpainting UNet); DIFFUSE_ERR_NO_DEVICE (device CUDA: this
+ *         version has no GPU backend to estimate).
+ * Thread-safety: any thread. Since 0.3.
+ */
+DIFFUSE_API diffuse_status diffuse_estimate_memory(const diffuse_model *model, const diffuse_memory_query *query,
+                                                   diffuse_memory_estimate *estimate);
+
+/* ------------------------------------------------------------------------ */
+/* Devices                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/** One device a context can run on. Set struct_size before a call. Since 0.3. */
+typedef struct diffuse_device_info {
+    uint32_t struct_size;         /**< caller sets sizeof(diffuse_device_info) */
+    diffuse_device device;        /**< CPU or CUDA */
+    int32_t index;                /**< ordinal within its kind (0 for the CPU) */
+    int32_t available;            /**< 1: a context can run on it now */
+    char name[128];               /**< e.g. the CPU model name; NUL-terminated */
+    uint64_t memory_bytes;        /**< total memory (host RAM for the CPU) */
+    uint32_t threads;             /**< CPU: cores the library would use; 0 for GPUs */
+    /** why it is unavailable, or how it was found; NUL-terminated */
+    char note[256];
+} diffuse_device_info;
+
+/**
+ * diffuse_list_devices() - the devices this library can use on this host:
+ *        the CPU first, then one entry per GPU the CUDA backend module
+ *        reports. When the module or the driver is missing, one CUDA entry
+ *        with available 0 says which in its note.
+ * @out: caller array of @capacity entries, each with struct_size set (may be
+ *        NULL when capacity is 0).
+ * @count: receives the number of entries (may exceed capacity; only the
+ *        first @capacity are written).
+ * @return DIFFUSE_OK; DIFFUSE_ERR_INVALID_ARGUMENT (NULL count, out NULL with
+ *         capacity > 0, a struct_size too small).
+ * Thread-safety: any thread. Since 0.3.
+ */
+DIFFUSE_API diffuse_status diffuse_list_devices(diffuse_device_info *out, size_t capacity, size_t *count);
+
+/**
+ * diffuse_ctx_get_device() - what a context asked for and what it got.
+ * @requested: receives the device of its diffuse_ctx_params (may be NULL).
+ * @info: receives the device it runs on, struct_size set by the caller (may
+ *        be NULL); with AUTO on a host without a usable GPU this is the CPU.
+ * @return DIFFUSE_OK; DIFFUSE_ERR_INVALID_ARGUMENT.
+ * Thread-safety: any thread. Since 0.3.
+ */
+DIFFUSE_API diffuse_status diffuse_ctx_get_device(const diffuse_ctx *ctx, diffuse_device *requested,
+                                                  diffuse_device_info *info);
 
 /* ------------------------------------------------------------------------ */
 /* Asynchronous jobs                                                         */
@@ -810,6 +977,24 @@ typedef void (*diffuse_preview_fn)(const diffuse_image *preview, const diffuse_p
  */
 DIFFUSE_API diffuse_status diffuse_ctx_set_preview(diffuse_ctx *ctx, diffuse_preview_fn fn, void *user,
                                                    uint32_t every_k_steps);
+
+/**
+ * diffuse_ctx_set_preview_decode() - at every @every_k_steps-th denoising
+ *        step (k, 2k, ... and the last), make the preview a full VAE decode
+ *        of the current sample's denoised estimate instead of the cheap
+ *        projection: the image is the output size, RGB8 sRGB top-left, and
+ *        shows what the picture would be if denoising stopped there. Other
+ *        preview steps keep the projection. Each such preview costs one VAE
+ *        decode (about as much as the final one) on the calling thread, and
+ *        is cancelled with the run. The callback and its interval are set
+ *        with diffuse_ctx_set_preview(); without one this has no effect
+ *        until one is set.
+ * @every_k_steps: 0 (default) = never decode; else 1..
+ * @return DIFFUSE_OK; DIFFUSE_ERR_INVALID_ARGUMENT (NULL ctx);
+ *         DIFFUSE_ERR_BUSY (a job or call is running on the context).
+ * Thread-safety: as other calls on @ctx. Since 0.3.
+ */
+DIFFUSE_API diffuse_status diffuse_ctx_set_preview_decode(diffuse_ctx *ctx, uint32_t every_k_steps);
 
 #ifdef __cplusplus
 }

@@ -8,6 +8,7 @@
 
 #include "backend.h"
 #include "common.h"
+#include "devices.h"
 #include "job.h"
 #include "model/model.h"
 #include "pipe/pipe.h"
@@ -163,7 +164,8 @@ DIFFUSE_API diffuse_status diffuse_model_load(const char *path, const diffuse_mo
                 (int)p.weight_type);
         return df_load_fail(&p, &lg, &err);
     }
-    diffuse_status st = df_model_load(path, &lg, out_model, &err);
+    const df_load_hooks hooks = {p.progress_fn, p.progress_user};
+    diffuse_status st = df_model_load_ex(path, &lg, &hooks, out_model, &err);
     if (st != DIFFUSE_OK) {
         *out_model = NULL;
         return df_load_fail(&p, &lg, &err);
@@ -194,6 +196,7 @@ DIFFUSE_API diffuse_status diffuse_model_get_info(const diffuse_model *model, di
     v.vae_parameters = model->comp[DF_COMP_VAE].n_params;
     v.text_encoder_parameters = model->comp[DF_COMP_TEXT_ENCODER].n_params;
     v.weight_bytes = model->weight_bytes;
+    df_model_memory(model, &v.host_bytes, &v.weight_dtype);
     memcpy(info, &v, v.struct_size);
     return DIFFUSE_OK;
 }
@@ -226,6 +229,7 @@ struct diffuse_ctx {
     diffuse_preview_fn preview_fn;
     void *preview_user;
     uint32_t preview_every;
+    uint32_t preview_decode_every; /* diffuse_ctx_set_preview_decode; 0 = never */
     int preview_fitted;
     float preview_proj[17 * 3]; /* (L + 1) x 3, fitted once per context */
 };
@@ -282,21 +286,34 @@ static diffuse_status ctx_check_params(const diffuse_ctx_params *p, df_error *er
     return DIFFUSE_OK;
 }
 
-/* Picks the backend for the requested device. The CUDA backend module is
- * not part of this version, so AUTO falls back to the CPU with a log line. */
+/* Picks the backend for the requested device. CUDA runs on the backend
+ * module (lib/cuda/cuda_module.h) when it finds a GPU: device CUDA without
+ * one is NO_DEVICE (the message says what the module probe found), AUTO
+ * falls back to the CPU with a log line. */
 static diffuse_status ctx_open_backend(diffuse_ctx *ctx, df_error *err) {
     const diffuse_ctx_params *p = &ctx->params;
-    if (p->device == DIFFUSE_DEVICE_CUDA)
-        return df_fail(err, DIFFUSE_ERR_NO_DEVICE,
-                       "diffuse_ctx_create: device CUDA requested, but this version of libdiffuse has no CUDA "
-                       "backend module yet; use DIFFUSE_DEVICE_CPU or AUTO");
-    if (p->device == DIFFUSE_DEVICE_AUTO)
-        df_log(&ctx->log, DIFFUSE_LOG_INFO, "device auto: no CUDA backend in this version, using the CPU");
+    if (p->device != DIFFUSE_DEVICE_CPU) {
+        char note[256];
+        const int gpus = df_cuda_probe(note, sizeof note);
+        if (gpus > 0 && p->device_index >= gpus)
+            snprintf(note, sizeof note, "device_index %d out of range: %d CUDA device%s", p->device_index, gpus,
+                     gpus == 1 ? "" : "s");
+        if (gpus > 0 && p->device_index < gpus) {
+            const diffuse_status st = df_cuda_create(p->device_index, p->precision, &ctx->backend, err);
+            if (st == DIFFUSE_OK || p->device == DIFFUSE_DEVICE_CUDA) return st;
+            df_log(&ctx->log, DIFFUSE_LOG_WARN, "device auto: using the CPU (CUDA backend: %s)", err->msg);
+            df_error_clear(err);
+        } else if (p->device == DIFFUSE_DEVICE_CUDA) {
+            return df_fail(err, DIFFUSE_ERR_NO_DEVICE, "diffuse_ctx_create: device CUDA requested: %s", note);
+        } else {
+            df_log(&ctx->log, DIFFUSE_LOG_INFO, "device auto: using the CPU (%s)", note);
+        }
+    }
     if (p->precision == DIFFUSE_PRECISION_F16 || p->precision == DIFFUSE_PRECISION_BF16)
         return df_fail(err, DIFFUSE_ERR_UNSUPPORTED,
                        "diffuse_ctx_create: the CPU backend computes in float32 only (precision %d requested)",
                        (int)p->precision);
-return bk_cpu_create(p->n_threads, &ctx->backend, err);
+    return bk_cpu_create(p->n_threads, &ctx->backend, err);
 }
 
 DIFFUSE_API diffuse_status diffuse_ctx_create(const diffuse_model *model, const diffuse_ctx_params *params,
@@ -366,11 +383,12 @@ DIFFUSE_API const char *diffuse_ctx_last_error(const diffuse_ctx *ctx) {
 
 DIFFUSE_API void diffuse_images_free(diffuse_images *images) {
     if (!images) return;
-    if (images->images)
+    const df_images *priv = (const df_images *)images; /* the library allocated it so */
+    if (images->images && !priv->caller_pixels)
         for (uint32_t i = 0; i < images->count; i++) free(images->images[i].data);
     free(images->images);
     free(images->seeds);
-    free(images);
+    free((df_images *)images);
 }
 
 static int df_bytes_per_pixel(diffuse_pixel_format f) { return f == DIFFUSE_PIXEL_RGB8 ? 3 : 4; }
@@ -457,6 +475,7 @@ static diffuse_status run_begin(diffuse_ctx *ctx, const char *call, df_run *r) {
         r->preview_user = ctx->preview_user;
         r->preview_every = ctx->preview_every;
         r->preview_proj = ctx->preview_proj;
+        r->preview_decode_every = ctx->preview_decode_every;
     }
     return DIFFUSE_OK;
 }
@@ -496,9 +515,6 @@ static diffuse_status check_generate(diffuse_ctx *ctx, const diffuse_generate_pa
     if (p->clip_skip > 64) return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: clip_skip %u too large", call, p->clip_skip);
     if (p->tile_x > 1 || p->tile_y > 1)
         return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: tile_x/tile_y must be 0 or 1", call);
-    if (p->tile_x || p->tile_y)
-        return ctx_fail(ctx, DIFFUSE_ERR_UNSUPPORTED, "%s: seamless tiling (tile_x/tile_y) is not implemented in %s",
-                        call, diffuse_version_string());
     return check_common(ctx, call, p->n_images, p->steps, p->guidance_scale, p->sampler, &p->output);
 }
 
@@ -572,6 +588,7 @@ diffuse_status df_call_run(diffuse_ctx *ctx, df_call_kind kind, const void *p, d
         run.observe = hooks->observe;
         run.observe_user = hooks->observe_user;
         run.cancel = hooks->cancel;
+        ctx->backend->cancel = hooks->cancel; /* checked inside long passes (VAE) */
     }
     switch (kind) {
     case DF_CALL_GENERATE: {
@@ -593,6 +610,9 @@ diffuse_status df_call_run(diffuse_ctx *ctx, df_call_kind kind, const void *p, d
         break;
     }
     }
+    ctx->backend->cancel = NULL;
+    ctx->backend->seamless_x = ctx->backend->seamless_y = 0;
+    pipe_run_cleanup(&run);
     return run_end(ctx, call, st);
 }
 
@@ -659,4 +679,118 @@ DIFFUSE_API diffuse_status diffuse_ctx_set_preview(diffuse_ctx *ctx, diffuse_pre
     }
     df_ctx_end(ctx);
     return st;
+}
+
+DIFFUSE_API diffuse_status diffuse_ctx_set_preview_decode(diffuse_ctx *ctx, uint32_t every_k_steps) {
+    if (!ctx) return DIFFUSE_ERR_INVALID_ARGUMENT;
+    if (df_ctx_begin(ctx, NULL) != DIFFUSE_OK) return DIFFUSE_ERR_BUSY;
+    ctx->preview_decode_every = every_k_steps;
+    df_ctx_end(ctx);
+    return DIFFUSE_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Memory estimates and devices                                              */
+/* ------------------------------------------------------------------------ */
+
+DIFFUSE_API void diffuse_memory_query_init(diffuse_memory_query *q) {
+    if (!q) return;
+    memset(q, 0, sizeof *q);
+    q->struct_size = sizeof *q;
+    q->operation = DIFFUSE_OP_GENERATE;
+    q->n_images = 1;
+    q->guidance_scale = 7.5f;
+    q->format = DIFFUSE_PIXEL_RGB8;
+    q->device = DIFFUSE_DEVICE_AUTO;
+}
+
+DIFFUSE_API diffuse_status diffuse_estimate_memory(const diffuse_model *model, const diffuse_memory_query *query,
+                                                   diffuse_memory_estimate *estimate) {
+    if (!model || !query || !estimate ||
+        estimate->struct_size < DF_V01_SIZE(diffuse_memory_estimate, fits))
+        return DIFFUSE_ERR_INVALID_ARGUMENT;
+    diffuse_memory_query q;
+    diffuse_memory_query_init(&q);
+    if (df_read_params(&q, sizeof q, query, DF_V01_SIZE(diffuse_memory_query, memory_budget)))
+        return DIFFUSE_ERR_INVALID_ARGUMENT;
+    if ((unsigned)q.operation > DIFFUSE_OP_VARIATION || (unsigned)q.format > DIFFUSE_PIXEL_BGRA8 ||
+        (unsigned)q.device > DIFFUSE_DEVICE_CUDA || q.n_images < 1 || q.n_images > 16 || q.width > 8192 ||
+        q.height > 8192 || !(q.guidance_scale == q.guidance_scale))
+        return DIFFUSE_ERR_INVALID_ARGUMENT;
+    if (!model->unet_net || !model->vae_net || !model->text_net) return DIFFUSE_ERR_UNSUPPORTED;
+    if (q.device == DIFFUSE_DEVICE_CUDA) return DIFFUSE_ERR_NO_DEVICE;
+    const int f = (int)model->dims.vae_scale_factor, native = (int)model->dims.unet_sample_size * f;
+    const int width = q.width ? (int)q.width : native, height = q.height ? (int)q.height : native;
+    df_error err;
+    df_error_clear(&err);
+    df_run r;
+    memset(&r, 0, sizeof r);
+    r.model = model;
+    r.err = &err;
+    r.memory_budget = q.memory_budget;
+    pipe_estimate_t e;
+    diffuse_status st = pipe_estimate(&r, q.operation, width, height, q.n_images, q.guidance_scale > 1.0f,
+                                      q.format, &e);
+    if (st != DIFFUSE_OK) return st;
+    diffuse_memory_estimate v;
+    memset(&v, 0, sizeof v);
+    v.struct_size = estimate->struct_size < sizeof v ? estimate->struct_size : (uint32_t)sizeof v;
+    diffuse_weight_type dtype;
+    df_model_memory(model, &v.model_host_bytes, &dtype);
+    v.context_host_bytes = e.arena_bytes;
+    v.run_host_bytes = e.host_bytes;
+    v.output_bytes = e.output_bytes;
+    v.host_bytes = v.model_host_bytes + v.context_host_bytes + v.run_host_bytes + v.output_bytes;
+    v.device_bytes = 0;
+    v.vae_tiled = e.vae_tiled;
+    v.fits = e.fits;
+    memcpy(estimate, &v, v.struct_size);
+    return DIFFUSE_OK;
+}
+
+/* Copies the library-size @src into the caller's @dst up to its struct_size. */
+static diffuse_status put_device_info(const diffuse_device_info *src, diffuse_device_info *dst) {
+    if (dst->struct_size < DF_V01_SIZE(diffuse_device_info, note)) return DIFFUSE_ERR_INVALID_ARGUMENT;
+    const uint32_t n = dst->struct_size < sizeof *src ? dst->struct_size : (uint32_t)sizeof *src;
+    memcpy(dst, src, n);
+    dst->struct_size = n;
+    return DIFFUSE_OK;
+}
+
+DIFFUSE_API diffuse_status diffuse_list_devices(diffuse_device_info *out, size_t capacity, size_t *count) {
+    if (count) *count = 0;
+    if (!count || (capacity && !out)) return DIFFUSE_ERR_INVALID_ARGUMENT;
+    enum { MAX_GPUS = 16 };
+    for (size_t i = 0; i < capacity && i < 1 + MAX_GPUS; i++)
+        if (out[i].struct_size < DF_V01_SIZE(diffuse_device_info, note)) return DIFFUSE_ERR_INVALID_ARGUMENT;
+    diffuse_device_info d[1 + MAX_GPUS];
+    df_cpu_device_info(0, &d[0]);
+    memset(&d[1], 0, sizeof d[1]);
+    d[1].struct_size = sizeof d[1];
+    d[1].device = DIFFUSE_DEVICE_CUDA;
+    snprintf(d[1].name, sizeof d[1].name, "CUDA");
+    int gpus = df_cuda_probe(d[1].note, sizeof d[1].note);
+    if (gpus > MAX_GPUS) gpus = MAX_GPUS;
+    /* One entry per GPU; without one a single CUDA entry says why. */
+    for (int g = 0; g < gpus; g++) df_cuda_device_info(g, &d[1 + g]);
+    const size_t n = 1 + (size_t)(gpus > 0 ? gpus : 1);
+    for (size_t i = 0; i < capacity && i < n; i++) put_device_info(&d[i], &out[i]);
+    *count = n;
+    return DIFFUSE_OK;
+}
+
+DIFFUSE_API diffuse_status diffuse_ctx_get_device(const diffuse_ctx *ctx, diffuse_device *requested,
+                                                  diffuse_device_info *info) {
+    if (!ctx || (info && info->struct_size < DF_V01_SIZE(diffuse_device_info, note)))
+        return DIFFUSE_ERR_INVALID_ARGUMENT;
+    if (requested) *requested = ctx->params.device;
+    if (info) {
+        diffuse_device_info d;
+        if (ctx->backend && strcmp(ctx->backend->ops->name, "cpu") != 0)
+            df_cuda_device_info(ctx->params.device_index, &d); /* a CUDA backend module's */
+        else
+            df_cpu_device_info(ctx->params.n_threads, &d);
+        put_device_info(&d, info);
+    }
+    return DIFFUSE_OK;
 }

@@ -37,6 +37,10 @@ typedef struct bk_conv2d_args {
     int c_out, kh, kw;
     int stride;
     int pad_top, pad_bottom, pad_left, pad_right;
+    /* 1: the padding along x (columns) / y (rows) wraps around, as torch's
+     * padding_mode="circular": in[.., y, x] outside the image reads
+     * in[.., y mod H, x mod W]. Pads must not exceed the side. */
+    int circular_x, circular_y;
 } bk_conv2d_args;
 
 /* linear: out[m, j] = bias[j] + sum_k in[m, k] * weight[j, k]
@@ -167,6 +171,13 @@ struct bk_backend {
     size_t arena_size;
     size_t arena_used;
     size_t arena_peak;
+    /* Set by a job for the length of its run (else NULL): networks check it
+     * between blocks (nn_check_cancel) so a cancel lands inside long passes
+     * such as the VAE decode, not only between sampler steps. */
+    const _Atomic int *cancel;
+    /* Seamless tiling (diffuse_generate_params tile_x / tile_y) for the
+     * length of a run: the networks' padded convolutions wrap around. */
+    int seamless_x, seamless_y;
 };
 
 /* Arena helpers (backend-independent bookkeeping). Allocations are 64-byte

@@ -5,6 +5,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 diffuse_status df_fail(df_error *err, diffuse_status status, const char *fmt, ...) {
     if (err) {
@@ -59,4 +60,10 @@ void df_strlcpy(char *dst, const char *src, size_t cap) {
     if (n >= cap) n = cap - 1;
     if (n) memcpy(dst, src, n);
     dst[n] = '\0';
+}
+
+double df_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }

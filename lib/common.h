@@ -65,4 +65,7 @@ static inline int df_add_size(size_t a, size_t b, size_t *out) {
 /* Copies @src into @dst of @cap bytes, always NUL-terminating (cap > 0). */
 void df_strlcpy(char *dst, const char *src, size_t cap);
 
+/* Monotonic clock in seconds. */
+double df_now(void);
+
 #endif /* DIFFUSE_COMMON_H */

@@ -12,3 +12,10 @@ fi
 soname=$(objdump -p "$lib" | awk '/SONAME/ {print $2}')
 [ "$soname" = "libdiffuse.so.$2" ] || { echo "FAIL: soname '$soname', expected libdiffuse.so.$2"; exit 1; }
 echo "PASS: $count symbols, all diffuse_*; soname $soname"
+# DESIGN §5: libdiffuse itself never links a CUDA library (the CUDA backend is
+# a dlopen'ed module), so it loads on hosts without CUDA.
+needed=$(objdump -p "$lib" | awk '/NEEDED/ {print $2}' | tr '\n' ' ')
+case "$needed" in
+*cuda* | *cublas* | *cudnn* | *nvrtc* | *libnv*) echo "FAIL: links a CUDA library: $needed"; exit 1 ;;
+esac
+echo "PASS: no CUDA library among NEEDED ($needed)"

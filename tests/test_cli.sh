@@ -133,6 +133,8 @@ check "info: family" grep -q "^family: SD 1.x$" info.out
 check "info: parameter counts and weight bytes" \
     bash -c 'grep -Eq "^unet parameters: [1-9][0-9]*" info.out && grep -Eq "^weight bytes: [1-9][0-9]*" info.out'
 check "info: native size" grep -q "^native size: 64x64" info.out
+check "info: weights dtype" grep -Eq "^weights dtype: (float32|float16|bfloat16) " info.out
+check "info: memory estimate" grep -Eq "^memory estimate \(1 image 64x64, guidance, CPU\): [0-9.]+ MiB peak" info.out
 
 # --- errors and exit codes ------------------------------------------------
 "$diffuse" generate "x" --model "$tmp/no-such-model" -o bad.png >bad.out 2>bad.err

@@ -138,6 +138,7 @@ typedef struct conv_case {
     int n, c_in, h, w, c_out, k, stride;
     int pad[4]; /* top, bottom, left, right */
     int bias;
+    int circ; /* bit 0: circular along x, bit 1: along y */
 } conv_case;
 
 static void ref_conv2d(const bk_conv2d_args *a, int ho, int wo, double *ref) {
@@ -149,8 +150,10 @@ static void ref_conv2d(const bk_conv2d_args *a, int ho, int wo, double *ref) {
                     for (int ci = 0; ci < a->c_in; ci++)
                         for (int ky = 0; ky < a->kh; ky++)
                             for (int kx = 0; kx < a->kw; kx++) {
-                                const int iy = y * a->stride - a->pad_top + ky;
-                                const int ix = x * a->stride - a->pad_left + kx;
+                                int iy = y * a->stride - a->pad_top + ky;
+                                int ix = x * a->stride - a->pad_left + kx;
+                                if (a->circular_y) iy = (iy % a->h + a->h) % a->h;
+                                if (a->circular_x) ix = (ix % a->w + a->w) % a->w;
                                 if (iy < 0 || iy >= a->h || ix < 0 || ix >= a->w) continue;
                                 s += (double)a->weight[((co * a->c_in + ci) * a->kh + ky) * a->kw + kx] *
                                      a->in[((size_t)(n * a->c_in + ci) * a->h + iy) * a->w + ix];
@@ -165,7 +168,8 @@ static void ref_conv2d(const bk_conv2d_args *a, int ho, int wo, double *ref) {
 static size_t test_conv2d(bk_backend *bk, const conv_case *c, size_t leave_free, const char *note) {
     bk_conv2d_args a = {.n = c->n, .c_in = c->c_in, .h = c->h, .w = c->w, .c_out = c->c_out, .kh = c->k,
                         .kw = c->k, .stride = c->stride, .pad_top = c->pad[0], .pad_bottom = c->pad[1],
-                        .pad_left = c->pad[2], .pad_right = c->pad[3]};
+                        .pad_left = c->pad[2], .pad_right = c->pad[3], .circular_x = c->circ & 1,
+                        .circular_y = (c->circ >> 1) & 1};
     const int ho = (c->h + c->pad[0] + c->pad[1] - c->k) / c->stride + 1;
     const int wo = (c->w + c->pad[2] + c->pad[3] - c->k) / c->stride + 1;
     const size_t n_out = (size_t)c->n * c->c_out * ho * wo;
@@ -184,9 +188,10 @@ static size_t test_conv2d(bk_backend *bk, const conv_case *c, size_t leave_free,
     const diffuse_status st = bk->ops->conv2d(bk, &a);
     const size_t peak = bk->arena_peak - mark;
     char what[200];
-    snprintf(what, sizeof what, "conv2d %dx%d s%d pad(%d,%d,%d,%d) %s n=%d cin=%d cout=%d %dx%d%s", c->k, c->k,
-             c->stride, c->pad[0], c->pad[1], c->pad[2], c->pad[3], c->bias ? "bias" : "nobias", c->n, c->c_in,
-             c->c_out, c->h, c->w, note);
+    snprintf(what, sizeof what, "conv2d %dx%d s%d pad(%d,%d,%d,%d)%s %s n=%d cin=%d cout=%d %dx%d%s", c->k, c->k,
+             c->stride, c->pad[0], c->pad[1], c->pad[2], c->pad[3],
+             c->circ == 3 ? " circular" : c->circ == 1 ? " circular-x" : c->circ == 2 ? " circular-y" : "",
+             c->bias ? "bias" : "nobias", c->n, c->c_in, c->c_out, c->h, c->w, note);
     check(bk, "conv2d", what, st, mark, out, ref, n_out, TOL);
     bk_release(bk, outer);
     free(in), free(w), free(bias), free(out), free(ref);
@@ -195,21 +200,30 @@ static size_t test_conv2d(bk_backend *bk, const conv_case *c, size_t leave_free,
 
 static void test_conv2d_all(bk_backend *bk) {
     static const conv_case cases[] = {
-        {2, 3, 7, 9, 5, 3, 1, {1, 1, 1, 1}, 1},   {1, 64, 9, 7, 32, 3, 1, {1, 1, 1, 1}, 1},
-        {1, 3, 7, 9, 4, 3, 1, {0, 0, 0, 0}, 0},   {2, 3, 7, 9, 4, 3, 2, {1, 1, 1, 1}, 1},
-        {1, 64, 9, 11, 16, 3, 2, {1, 1, 1, 1}, 0}, {2, 3, 7, 9, 5, 3, 2, {0, 1, 0, 1}, 1},
-        {1, 64, 8, 8, 32, 3, 2, {0, 1, 0, 1}, 1}, {2, 64, 7, 9, 16, 1, 1, {0, 0, 0, 0}, 1},
-        {1, 64, 7, 9, 16, 1, 1, {0, 0, 0, 0}, 0}, {2, 3, 7, 9, 5, 1, 1, {0, 0, 0, 0}, 1},
-        {1, 5, 7, 9, 3, 1, 2, {0, 0, 0, 0}, 1},
+        {2, 3, 7, 9, 5, 3, 1, {1, 1, 1, 1}, 1, 0},   {1, 64, 9, 7, 32, 3, 1, {1, 1, 1, 1}, 1, 0},
+        {1, 3, 7, 9, 4, 3, 1, {0, 0, 0, 0}, 0, 0},   {2, 3, 7, 9, 4, 3, 2, {1, 1, 1, 1}, 1, 0},
+        {1, 64, 9, 11, 16, 3, 2, {1, 1, 1, 1}, 0, 0}, {2, 3, 7, 9, 5, 3, 2, {0, 1, 0, 1}, 1, 0},
+        {1, 64, 8, 8, 32, 3, 2, {0, 1, 0, 1}, 1, 0}, {2, 64, 7, 9, 16, 1, 1, {0, 0, 0, 0}, 1, 0},
+        {1, 64, 7, 9, 16, 1, 1, {0, 0, 0, 0}, 0, 0}, {2, 3, 7, 9, 5, 1, 1, {0, 0, 0, 0}, 1, 0},
+        {1, 5, 7, 9, 3, 1, 2, {0, 0, 0, 0}, 1, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_conv2d(bk, &cases[i], 0, "");
     /* one output row of im2col is 16*9*31*4 = 17856 bytes: room for 3 rows -> 11 bands */
-    static const conv_case banded = {2, 16, 33, 31, 8, 3, 1, {1, 1, 1, 1}, 1};
+    static const conv_case banded = {2, 16, 33, 31, 8, 3, 1, {1, 1, 1, 1}, 1, 0};
     test_conv2d(bk, &banded, 3 * 17856 + 100, " (3-row bands)");
-    static const conv_case banded_s2 = {1, 16, 33, 31, 8, 3, 2, {0, 1, 0, 1}, 1};
+    static const conv_case banded_s2 = {1, 16, 33, 31, 8, 3, 2, {0, 1, 0, 1}, 1, 0};
     test_conv2d(bk, &banded_s2, 2 * 16 * 9 * 16 * 4, " (2-row bands)");
+    /* circular padding (seamless tiling): both axes, one axis, stride 2, banded */
+    static const conv_case circ[] = {
+        {2, 3, 7, 9, 5, 3, 1, {1, 1, 1, 1}, 1, 3}, {1, 64, 9, 7, 32, 3, 1, {1, 1, 1, 1}, 0, 1},
+        {1, 5, 7, 9, 4, 3, 1, {1, 1, 1, 1}, 1, 2}, {2, 3, 8, 10, 4, 3, 2, {1, 1, 1, 1}, 1, 3},
+        {1, 4, 6, 5, 3, 5, 1, {2, 2, 2, 2}, 1, 3},
+    };
+    for (size_t i = 0; i < sizeof circ / sizeof circ[0]; i++) test_conv2d(bk, &circ[i], 0, "");
+    static const conv_case circ_banded = {2, 16, 33, 31, 8, 3, 1, {1, 1, 1, 1}, 1, 3};
+    test_conv2d(bk, &circ_banded, 3 * 17856 + 100, " (3-row bands)");
     /* the whole im2col would be 1152 taps x 4096 columns = 18 MiB: capped at 16 MiB */
-    static const conv_case big = {1, 128, 64, 64, 8, 3, 1, {1, 1, 1, 1}, 1};
+    static const conv_case big = {1, 128, 64, 64, 8, 3, 1, {1, 1, 1, 1}, 1, 0};
     const size_t peak = test_conv2d(bk, &big, 0, "");
     char what[128];
     snprintf(what, sizeof what, "conv2d im2col scratch %zu KiB <= 16384 KiB (full im2col %zu KiB)", peak >> 10,
@@ -670,7 +684,7 @@ static void expect_status(bk_backend *bk, const char *what, diffuse_status st, d
 static void test_rejects(bk_backend *bk) {
     static float buf[256];
     const bk_ops *o = bk->ops;
-    bk_conv2d_args cv = {buf, buf, NULL, buf, 1, 1, 4, 4, 1, 3, 3, 1, 1, 1, 1, 1};
+    bk_conv2d_args cv = {buf, buf, NULL, buf, 1, 1, 4, 4, 1, 3, 3, 1, 1, 1, 1, 1, 0, 0};
     bk_conv2d_args cv_bad = cv;
     cv_bad.in = NULL;
     EXPECT_INVALID("conv2d NULL input", o->conv2d(bk, &cv_bad));
@@ -728,7 +742,7 @@ static void test_out_of_memory(bk_backend *bk) {
     float *in = rand_buf(16 * 33 * 31, -1, 1), *w = rand_buf(8 * 16 * 9, -1, 1), *out = poisoned(8 * 33 * 31);
     /* one im2col row needs 16*9*31*4 = 17856 bytes; leave 10000 */
     bk_alloc(bk, bk->arena_size - outer - 10000 - 64);
-    const bk_conv2d_args cv = {in, w, NULL, out, 1, 16, 33, 31, 8, 3, 3, 1, 1, 1, 1, 1};
+    const bk_conv2d_args cv = {in, w, NULL, out, 1, 16, 33, 31, 8, 3, 3, 1, 1, 1, 1, 1, 0, 0};
     expect_status(bk, "conv2d when the arena cannot hold one im2col row", bk->ops->conv2d(bk, &cv),
                   DIFFUSE_ERR_OUT_OF_MEMORY, bk_mark(bk));
     const bk_attention_args at = {in, w, w, out, 1, 64, 64, 1, 16, 16, 16, 0.25f, 0};

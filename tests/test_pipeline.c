@@ -125,6 +125,8 @@ static void check_generate(diffuse_model *model, const char *name) {
     g.guidance_rescale = (float)jnum(fx.meta, "guidance_rescale");
     g.sampler = sampler_of(jstr(fx.meta, "sampler"));
     g.seed = (uint64_t)json_object_get_int64(json_object_object_get(fx.meta, "seed"));
+    g.tile_x = (uint32_t)json_object_get_int(json_object_object_get(fx.meta, "tile_x")); /* 0 when absent */
+    g.tile_y = (uint32_t)json_object_get_int(json_object_object_get(fx.meta, "tile_y"));
     diffuse_images *out = NULL;
     if (st == DIFFUSE_OK) st = diffuse_generate(ctx, &g, &out);
     if (st != DIFFUSE_OK) {
@@ -493,7 +495,7 @@ int main(void) {
     for (size_t i = 0; i < sizeof sd2_cases / sizeof sd2_cases[0]; i++) check_generate(sd2, sd2_cases[i]);
     diffuse_model_free(sd2);
     static const char *gen_cases[] = {"gen_default", "gen_euler_a_n2", "gen_ddim_nocfg", "gen_dpmpp_rescale",
-                                      "gen_euler"};
+                                      "gen_euler", "gen_seamless_xy", "gen_seamless_x"};
     static const char *var_cases[] = {"var_default", "var_euler_a_n2", "var_rgba_bottom_left"};
     static const char *edit_cases[] = {"edit_alpha_s1", "edit_alpha_s075_n2", "edit_inpaint9_n2",
                                        "edit_inpaint9_s06"};

@@ -10,19 +10,29 @@
 //  - diffuse::Context is one execution state: move-only, one thread at a
 //    time; only cancel() may be called from another thread.
 //  - diffuse::Images owns returned pixels: move-only, freed on destruction.
+//  - diffuse::Job is an asynchronous run (Context::start_generate/...):
+//    move-only; poll(), wait() and cancel() from any thread; result() once
+//    it has finished; destroying a running job cancels it and joins its
+//    worker (about one step). The library copies a job's parameters
+//    (strings and input pixels) at the start.
 //  - A moved-from or default-constructed object is empty: destroying it is
 //    fine, and its other members throw diffuse::Error (INVALID_ARGUMENT).
+//  - output_images (since 0.3) are caller memory the library writes into:
+//    keep them alive until the call returns, or for a job until it has
+//    finished.
 #ifndef DIFFUSE_HPP
 #define DIFFUSE_HPP
 
 #include <diffuse.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -72,9 +82,15 @@ inline std::string version() { return diffuse_version_string(); }
 
 // Log messages: level and text (valid during the call only).
 using LogFn = std::function<void(diffuse_log_level, const char *)>;
-// Progress reports, on the thread running the call. Return false to cancel;
-// an exception thrown here cancels the run and is rethrown by the call.
+// Progress reports, on the thread running the call (a job's worker thread
+// for jobs). Return false to cancel; an exception thrown here cancels the
+// run and is rethrown by the call (by Job::result() for a job).
 using ProgressFn = std::function<bool(const diffuse_progress &)>;
+// Previews (Context::set_preview): a small RGB8 image of the current sample
+// at latent size and the step's progress, both valid during the call only.
+// Runs where ProgressFn runs; an exception thrown here cancels the run and is
+// rethrown as a ProgressFn's is.
+using PreviewFn = std::function<void(const diffuse_image &, const diffuse_progress &)>;
 
 // A view of caller-owned 8-bit pixels for edit/variation inputs. The library
 // only reads them; they must stay alive until the call returns.
@@ -139,17 +155,42 @@ private:
 // Model
 // ---------------------------------------------------------------------------
 
+// Settings of a call to estimate (diffuse_memory_query with its library
+// defaults and fluent setters; since 0.3).
+class MemoryQuery {
+public:
+    MemoryQuery() { diffuse_memory_query_init(&q_); }
+    MemoryQuery &operation(diffuse_operation op) { q_.operation = op; return *this; }
+    // 0 = the model's native size
+    MemoryQuery &size(uint32_t width, uint32_t height) { q_.width = width; q_.height = height; return *this; }
+    MemoryQuery &n_images(uint32_t n) { q_.n_images = n; return *this; }
+    MemoryQuery &guidance_scale(float g) { q_.guidance_scale = g; return *this; }
+    MemoryQuery &format(diffuse_pixel_format f) { q_.format = f; return *this; }
+    MemoryQuery &device(diffuse_device d) { q_.device = d; return *this; }
+    MemoryQuery &memory_budget(uint64_t bytes) { q_.memory_budget = bytes; return *this; }
+    diffuse_memory_query &raw() noexcept { return q_; }
+    const diffuse_memory_query &c_query() const noexcept { return q_; }
+
+private:
+    diffuse_memory_query q_;
+};
+
 // A loaded checkpoint: a diffusers folder or a single-file .safetensors.
 class Model {
 public:
     Model() noexcept = default;
     // Loads @path; throws Error with the status (NOT_FOUND, MODEL_FORMAT, ...)
     // and the library's message. @log receives messages during the load.
-    explicit Model(const std::string &path, LogFn log = {}, diffuse_log_level level = DIFFUSE_LOG_WARN) {
+    // @progress (since 0.3) receives stage LOAD reports as the weight files
+    // are read, on this thread; returning false cancels the load (Cancelled
+    // is thrown), and an exception it throws cancels it and is rethrown.
+    explicit Model(const std::string &path, LogFn log = {}, diffuse_log_level level = DIFFUSE_LOG_WARN,
+                   ProgressFn progress = {}) {
         struct LoadLog {
             LogFn *fn;
             std::exception_ptr error;
-        } ll{&log, nullptr};
+            ProgressFn *progress;
+        } ll{&log, nullptr, &progress};
         std::string message(2048, '\0');
         diffuse_model_params mp;
         diffuse_model_params_init(&mp);
@@ -166,6 +207,19 @@ public:
             };
             mp.log_user = &ll;
             mp.log_level = level;
+        }
+        if (progress) {
+            mp.progress_fn = [](const diffuse_progress *p, void *user) -> int {
+                auto *l = static_cast<LoadLog *>(user);
+                if (l->error) return 1;
+                try {
+                    return (*l->progress)(*p) ? 0 : 1;
+                } catch (...) {
+                    l->error = std::current_exception();
+                    return 1;
+                }
+            };
+            mp.progress_user = &ll;
         }
         diffuse_model *m = nullptr;
         const diffuse_status st = diffuse_model_load(path.c_str(), &mp, &m);
@@ -186,6 +240,11 @@ public:
         return mi;
     }
 
+    // Memory a call with @query's settings needs (diffuse_estimate_memory,
+    // since 0.3); nothing runs. Throws Error: INVALID_ARGUMENT (sizes,
+    // counts), UNSUPPORTED, NO_DEVICE (CUDA).
+    diffuse_memory_estimate estimate_memory(const MemoryQuery &query = MemoryQuery()) const;
+
     // CLIP token ids of @text with start and end tokens (diffuse_tokenize).
     std::vector<int32_t> tokenize(const std::string &text) const {
         std::size_t count = 0;
@@ -204,6 +263,45 @@ private:
         return m_.get();
     }
     std::shared_ptr<diffuse_model> m_;
+};
+
+inline diffuse_memory_estimate Model::estimate_memory(const MemoryQuery &query) const {
+    diffuse_memory_estimate e{};
+    e.struct_size = sizeof e;
+    const diffuse_status st = diffuse_estimate_memory(checked(), &query.c_query(), &e);
+    if (st != DIFFUSE_OK) detail::throw_status(st, "diffuse_estimate_memory failed for these settings");
+    return e;
+}
+
+// ---------------------------------------------------------------------------
+// Devices (since 0.3)
+// ---------------------------------------------------------------------------
+
+// The devices this library can use here (diffuse_list_devices): the CPU
+// first, then one entry per GPU; without a CUDA module or driver, one CUDA
+// entry with available 0 whose note says why.
+inline std::vector<diffuse_device_info> list_devices() {
+    std::vector<diffuse_device_info> out(4);
+    for (;;) {
+        for (auto &d : out) {
+            d = diffuse_device_info{};
+            d.struct_size = sizeof d;
+        }
+        std::size_t count = 0;
+        const diffuse_status st = diffuse_list_devices(out.data(), out.size(), &count);
+        if (st != DIFFUSE_OK) detail::throw_status(st, "diffuse_list_devices failed");
+        if (count <= out.size()) {
+            out.resize(count);
+            return out;
+        }
+        out.resize(count);
+    }
+}
+
+// What a context asked for and what it runs on (Context::device()).
+struct ContextDevice {
+    diffuse_device requested;  // the ContextOptions device (AUTO, CPU, CUDA)
+    diffuse_device_info info;  // the device it runs on
 };
 
 // ---------------------------------------------------------------------------
@@ -231,6 +329,9 @@ public:
         return *this;
     }
     GenerateParams &tiling(bool x, bool y) { p_.tile_x = x; p_.tile_y = y; return *this; }
+    // Since 0.3: n_images caller images (exactly the output size) that
+    // receive the results; their format is used. See the note at the top.
+    GenerateParams &output_images(diffuse_image *images) { p_.output_images = images; return *this; }
     // The struct itself; prompt and negative_prompt set here are replaced
     // by the strings above when the call is made.
     diffuse_generate_params &raw() noexcept { return p_; }
@@ -268,6 +369,8 @@ public:
     EditParams &sampler(diffuse_sampler s) { p_.sampler = s; return *this; }
     EditParams &seed(uint64_t s) { p_.seed = s; return *this; }
     EditParams &mask_feather(float px) { p_.mask_feather = px; return *this; }
+    // Since 0.3: as GenerateParams::output_images (the image's size).
+    EditParams &output_images(diffuse_image *images) { p_.output_images = images; return *this; }
     diffuse_edit_params &raw() noexcept { return p_; }
     diffuse_edit_params c_params() const {
         diffuse_edit_params p = p_;
@@ -298,6 +401,8 @@ public:
     VariationParams &strength(float s) { p_.strength = s; return *this; }
     VariationParams &sampler(diffuse_sampler s) { p_.sampler = s; return *this; }
     VariationParams &seed(uint64_t s) { p_.seed = s; return *this; }
+    // Since 0.3: as GenerateParams::output_images (the image's size).
+    VariationParams &output_images(diffuse_image *images) { p_.output_images = images; return *this; }
     diffuse_variation_params &raw() noexcept { return p_; }
     diffuse_variation_params c_params() const {
         diffuse_variation_params p = p_;
@@ -311,6 +416,133 @@ private:
     diffuse_variation_params p_;
     std::optional<diffuse_image> image_;
     std::string prompt_, negative_;
+};
+
+// ---------------------------------------------------------------------------
+// Jobs
+// ---------------------------------------------------------------------------
+
+// True when @s is DONE, FAILED or CANCELLED.
+inline bool finished(const diffuse_job_status &s) noexcept {
+    return s.state == DIFFUSE_JOB_DONE || s.state == DIFFUSE_JOB_FAILED || s.state == DIFFUSE_JOB_CANCELLED;
+}
+
+namespace detail {
+// What a Context shares with its callbacks and its jobs; on the heap (shared)
+// so its address survives moves and a Job may outlive its Context object.
+struct CallbackState {
+    ProgressFn progress;
+    PreviewFn preview;
+    LogFn log;
+    std::atomic<bool> cancel{false};
+    std::string last_error_log; // ERROR-level message (context creation has no ctx to ask)
+
+    // The first exception a callback threw in the current run, rethrown by the
+    // call or Job::result(). Guarded: a job's worker sets it while the host
+    // thread may start (and be refused) another run.
+    void set_error(std::exception_ptr e) {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (!error_) error_ = std::move(e);
+    }
+    bool has_error() {
+        std::lock_guard<std::mutex> lock(mu_);
+        return static_cast<bool>(error_);
+    }
+    std::exception_ptr take_error() {
+        std::lock_guard<std::mutex> lock(mu_);
+        return std::exchange(error_, nullptr);
+    }
+
+private:
+    std::mutex mu_;
+    std::exception_ptr error_;
+};
+} // namespace detail
+
+// An asynchronous generate/edit/variation (diffuse_job). Move-only; made by
+// Context::start_generate/start_edit/start_variation. Polling needs no
+// callback. Errors throw Error (Cancelled for DIFFUSE_CANCELLED).
+class Job {
+public:
+    Job() noexcept = default;
+    ~Job() { diffuse_job_free(j_); } // cancels and joins a running job
+    Job(Job &&o) noexcept : j_(std::exchange(o.j_, nullptr)), state_(std::move(o.state_)) {}
+    Job &operator=(Job &&o) noexcept {
+        if (this != &o) {
+            diffuse_job_free(j_);
+            j_ = std::exchange(o.j_, nullptr);
+            state_ = std::move(o.state_);
+        }
+        return *this;
+    }
+    Job(const Job &) = delete;
+    Job &operator=(const Job &) = delete;
+
+    explicit operator bool() const noexcept { return j_ != nullptr; }
+    diffuse_job *get() const noexcept { return j_; }
+
+    // Where the job stands, without blocking (state, stage, step, total, ...).
+    diffuse_job_status poll() const {
+        diffuse_job_status s{};
+        s.struct_size = sizeof s;
+        const diffuse_status st = diffuse_job_poll(checked(), &s);
+        if (st != DIFFUSE_OK) detail::throw_status(st, "diffuse_job_poll failed");
+        return s;
+    }
+    // DONE, FAILED or CANCELLED.
+    bool finished() const { return diffuse::finished(poll()); }
+    // Blocks until the job has finished (true) or @timeout has passed (false).
+    bool wait(std::chrono::milliseconds timeout) {
+        const auto ms = timeout.count() < 0 ? 0 : timeout.count();
+        const uint32_t t = ms >= static_cast<long long>(DIFFUSE_WAIT_FOREVER) ? DIFFUSE_WAIT_FOREVER - 1
+                                                                              : static_cast<uint32_t>(ms);
+        return wait_ms(t);
+    }
+    // Blocks until the job has finished.
+    void wait() { wait_ms(DIFFUSE_WAIT_FOREVER); }
+    // From any thread: the run stops within one step and result() throws
+    // Cancelled. Harmless on a finished job and when repeated.
+    void cancel() {
+        const diffuse_status st = diffuse_job_cancel(checked());
+        if (st != DIFFUSE_OK) detail::throw_status(st, "diffuse_job_cancel failed");
+    }
+    // The images of a finished job, once (the second call gives empty
+    // Images). Throws Error(DIFFUSE_ERR_BUSY) while it runs (wait() first),
+    // Cancelled when cancelled, Error with the library's message when the run
+    // failed, or rethrows the exception a progress/preview callback threw.
+    Images result() {
+        diffuse_job *j = checked();
+        diffuse_images *out = nullptr;
+        const diffuse_status st = diffuse_job_result(j, &out);
+        Images images(out);
+        if (st == DIFFUSE_ERR_BUSY) detail::throw_status(st, "the job has not finished yet");
+        if (state_) {
+            state_->cancel.store(false); // a Context::cancel() that stopped this job is used up
+            if (std::exception_ptr e = state_->take_error()) std::rethrow_exception(e);
+        }
+        if (st != DIFFUSE_OK) detail::throw_status(st, diffuse_job_last_error(j));
+        return images;
+    }
+    // Message of a failed or cancelled job ("" while it runs, after success,
+    // and for an empty Job).
+    const char *last_error() const noexcept { return j_ ? diffuse_job_last_error(j_) : ""; }
+
+private:
+    friend class Context;
+    Job(diffuse_job *j, std::shared_ptr<detail::CallbackState> state) noexcept : j_(j), state_(std::move(state)) {}
+    diffuse_job *checked() const {
+        if (!j_) detail::throw_empty("diffuse::Job");
+        return j_;
+    }
+    bool wait_ms(uint32_t ms) {
+        const diffuse_status st = diffuse_job_wait(checked(), ms);
+        if (st == DIFFUSE_ERR_TIMEOUT) return false;
+        if (st != DIFFUSE_OK) detail::throw_status(st, "diffuse_job_wait failed");
+        return true;
+    }
+
+    diffuse_job *j_ = nullptr;
+    std::shared_ptr<detail::CallbackState> state_; // callback exceptions of this run
 };
 
 // ---------------------------------------------------------------------------
@@ -329,6 +561,8 @@ struct ContextOptions {
 };
 
 // One execution state. Move-only; one thread at a time, except cancel().
+// One call or job at a time: while a job runs, starting another job or a
+// blocking call throws Error(DIFFUSE_ERR_BUSY) at once.
 class Context {
 public:
     Context() noexcept = default;
@@ -349,13 +583,13 @@ public:
         cp.progress_fn = &Context::progress_trampoline;
         cp.progress_user = state_.get(); // State never moves: moving a Context moves the pointer
         const diffuse_status st = diffuse_ctx_create(model_.get(), &cp, &ctx_);
-        if (state_->error) { // the log callback threw: no half-made object
+        if (std::exception_ptr e = state_->take_error()) { // the log callback threw: no half-made object
             diffuse_ctx_free(std::exchange(ctx_, nullptr));
-            std::rethrow_exception(std::exchange(state_->error, nullptr));
+            std::rethrow_exception(e);
         }
         if (st != DIFFUSE_OK) detail::throw_status(st, state_->last_error_log);
     }
-    ~Context() { diffuse_ctx_free(ctx_); }
+    ~Context() { diffuse_ctx_free(ctx_); } // cancels a running job and waits for its worker
     Context(Context &&o) noexcept
         : model_(std::move(o.model_)), state_(std::move(o.state_)), ctx_(std::exchange(o.ctx_, nullptr)) {}
     Context &operator=(Context &&o) noexcept {
@@ -378,8 +612,39 @@ public:
         checked();
         state_->progress = std::move(fn);
     }
-    // From any thread: the run in progress (or the next one) stops within a
-    // step and throws Cancelled.
+    // Previews every @every_k_steps denoising steps of the following runs and
+    // jobs (diffuse_ctx_set_preview); an empty @fn turns them off. Throws
+    // Error: BUSY while a job or call runs, INVALID_ARGUMENT for k = 0.
+    void set_preview(PreviewFn fn, uint32_t every_k_steps = 1) {
+        diffuse_ctx *c = checked();
+        const diffuse_status st = diffuse_ctx_set_preview(c, fn ? &Context::preview_trampoline : nullptr,
+                                                          fn ? state_.get() : nullptr, fn ? every_k_steps : 0);
+        if (st != DIFFUSE_OK) detail::throw_status(st, st == DIFFUSE_ERR_BUSY ? "a job or call is running on this context"
+                                                                              : diffuse_ctx_last_error(c));
+        state_->preview = std::move(fn); // no run is using it: the library just said so
+    }
+    // Since 0.3: every @every_k_steps-th denoising step (k, 2k, ... and the
+    // last), the preview is a full VAE decode of the current sample's
+    // denoised estimate (output size) instead of the cheap projection;
+    // 0 turns it off (diffuse_ctx_set_preview_decode). Throws Error: BUSY
+    // while a job or call runs.
+    void set_preview_decode(uint32_t every_k_steps) {
+        diffuse_ctx *c = checked();
+        const diffuse_status st = diffuse_ctx_set_preview_decode(c, every_k_steps);
+        if (st != DIFFUSE_OK) detail::throw_status(st, st == DIFFUSE_ERR_BUSY ? "a job or call is running on this context"
+                                                                              : diffuse_ctx_last_error(c));
+    }
+    // Since 0.3: the device asked for and the one the context runs on
+    // (diffuse_ctx_get_device; with AUTO and no usable GPU, the CPU).
+    ContextDevice device() const {
+        ContextDevice d{};
+        d.info.struct_size = sizeof d.info;
+        const diffuse_status st = diffuse_ctx_get_device(checked(), &d.requested, &d.info);
+        if (st != DIFFUSE_OK) detail::throw_status(st, "diffuse_ctx_get_device failed");
+        return d;
+    }
+    // From any thread: the run or job in progress (or the next one) stops
+    // within a step and throws Cancelled (from Job::result() for a job).
     void cancel() noexcept {
         if (state_) state_->cancel.store(true);
     }
@@ -402,25 +667,46 @@ public:
         return run([&](diffuse_ctx *c, diffuse_images **out) { return diffuse_variation(c, &p, out); });
     }
 
+    // generate() as an asynchronous job: returns at once. Throws Error: BUSY
+    // when a job or call runs on this context, the params errors of generate().
+    // The library copies @params; they may go away once this returns.
+    Job start_generate(const GenerateParams &params) {
+        const diffuse_generate_params p = params.c_params();
+        return start([&](diffuse_ctx *c, diffuse_job **out) { return diffuse_job_start_generate(c, &p, out); });
+    }
+    // edit() as a job; the image and mask pixels are copied at the start.
+    Job start_edit(const EditParams &params) {
+        const diffuse_edit_params p = params.c_params();
+        return start([&](diffuse_ctx *c, diffuse_job **out) { return diffuse_job_start_edit(c, &p, out); });
+    }
+    // variation() as a job; the image's pixels are copied at the start.
+    Job start_variation(const VariationParams &params) {
+        const diffuse_variation_params p = params.c_params();
+        return start([&](diffuse_ctx *c, diffuse_job **out) { return diffuse_job_start_variation(c, &p, out); });
+    }
+
 private:
-    // Callback state, on the heap so its address survives moves.
-    struct State {
-        ProgressFn progress;
-        LogFn log;
-        std::atomic<bool> cancel{false};
-        std::exception_ptr error;   // thrown inside a callback, rethrown by the call
-        std::string last_error_log; // ERROR-level message (context creation has no ctx to ask)
-    };
+    using State = detail::CallbackState;
 
     static int progress_trampoline(const diffuse_progress *p, void *user) {
         auto *s = static_cast<State *>(user);
-        if (s->cancel.load() || s->error) return 1;
+        if (s->cancel.load() || s->has_error()) return 1;
         if (!s->progress) return 0;
         try {
             return s->progress(*p) ? 0 : 1;
         } catch (...) {
-            s->error = std::current_exception();
+            s->set_error(std::current_exception());
             return 1;
+        }
+    }
+
+    static void preview_trampoline(const diffuse_image *image, const diffuse_progress *p, void *user) {
+        auto *s = static_cast<State *>(user);
+        if (!s->preview || s->has_error()) return;
+        try {
+            s->preview(*image, *p);
+        } catch (...) {
+            s->set_error(std::current_exception()); // the progress report that follows cancels the run
         }
     }
 
@@ -430,7 +716,7 @@ private:
             if (level == DIFFUSE_LOG_ERROR) s->last_error_log = message;
             if (s->log) s->log(level, message);
         } catch (...) {
-            if (!s->error) s->error = std::current_exception();
+            s->set_error(std::current_exception());
         }
     }
 
@@ -441,18 +727,37 @@ private:
 
     template <class Call> Images run(Call &&call) {
         diffuse_ctx *c = checked();
-        state_->error = nullptr;
+        std::exception_ptr earlier = state_->take_error();
         diffuse_images *out = nullptr;
         const diffuse_status st = call(c, &out);
-        state_->cancel.store(false);
         Images images(out);
-        if (state_->error) std::rethrow_exception(std::exchange(state_->error, nullptr));
+        if (st == DIFFUSE_ERR_BUSY) { // a job runs: its state (error, cancel) is left alone
+            if (earlier) state_->set_error(earlier);
+            detail::throw_status(st, "a job is running on this context");
+        }
+        state_->cancel.store(false);
+        if (std::exception_ptr e = state_->take_error()) std::rethrow_exception(e);
         if (st != DIFFUSE_OK) detail::throw_status(st, diffuse_ctx_last_error(c));
         return images;
     }
 
+    template <class Call> Job start(Call &&call) {
+        diffuse_ctx *c = checked();
+        // A fresh run starts without an earlier callback exception; it is put
+        // back if the library refuses (BUSY: it then belongs to the running job).
+        std::exception_ptr earlier = state_->take_error();
+        diffuse_job *j = nullptr;
+        const diffuse_status st = call(c, &j);
+        if (st != DIFFUSE_OK) {
+            if (earlier) state_->set_error(earlier);
+            detail::throw_status(st, st == DIFFUSE_ERR_BUSY ? "a job or call is running on this context"
+                                                            : diffuse_ctx_last_error(c));
+        }
+        return Job(j, state_);
+    }
+
     std::shared_ptr<diffuse_model> model_; // keeps the model alive while the context lives
-    std::unique_ptr<State> state_;
+    std::shared_ptr<State> state_;         // shared with this context's jobs
     diffuse_ctx *ctx_ = nullptr;
 };
 

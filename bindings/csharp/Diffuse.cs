@@ -38,13 +38,31 @@
 // Threads
 // -------
 // A Model may be shared by any number of threads and contexts. A Context
-// runs one call at a time (a second concurrent call throws DiffuseException
-// with Status.Busy). Generate/Edit/Variation block; the *Async variants run
-// them on a thread-pool thread (Task.Run), report progress through
-// IProgress<Progress> and cancel through a CancellationToken: once the token
-// is cancelled the next progress callback asks the library to stop, the call
-// returns within one step and the task ends with OperationCanceledException.
-// The context stays usable afterwards.
+// runs one call or job at a time (a second concurrent call or job start
+// throws DiffuseException with Status.Busy, at once). Generate/Edit/Variation
+// block the calling thread.
+//
+// Jobs (no callbacks needed, so they suit Unity/IL2CPP frame loops):
+// StartGenerate/StartEdit/StartVariation return a Job at once; the library
+// runs the call on a worker thread of its own. Each frame, Job.Poll() gives
+// State, Stage, Step and Total without blocking; Job.Wait(ms) blocks up to a
+// timeout; Job.Cancel() (any thread) stops it within one step; Job.Result()
+// returns the images once it has finished. Dispose the Job (it cancels a job
+// still running). The library copies the parameters (strings and input
+// pixels) at the start, so nothing passed in has to stay alive.
+//
+// The *Async variants are built on jobs: they start a job, poll it every
+// Context.PollInterval (Task.Delay) without occupying a thread, report each
+// new step/total through IProgress<Progress>, cancel the job
+// (diffuse_job_cancel) when the CancellationToken is cancelled - the run
+// stops within one step and the task ends with OperationCanceledException -
+// and then fetch the result. The context stays usable afterwards.
+//
+// Previews: Context.SetPreview(callback, everySteps) delivers a small RGB
+// image of the sample every k denoising steps, on the thread that runs the
+// call (a job's worker thread). An exception thrown by the callback never
+// reaches native code: it cancels the run and is rethrown by the blocking
+// call or by Job.Result().
 //
 // Memory
 // ------
@@ -111,6 +129,20 @@ namespace Diffuse
 
     public enum LogLevel : int { Error = 0, Warn = 1, Info = 2, Debug = 3 }
 
+    /// <summary>diffuse_job_state: where an asynchronous job stands.</summary>
+    public enum JobState : int
+    {
+        /// <summary>Started; the worker has not begun the run.</summary>
+        Queued = 0,
+        Running = 1,
+        /// <summary>Finished with success; Job.Result() returns the images.</summary>
+        Done = 2,
+        /// <summary>Finished with an error (Job.Result() throws it).</summary>
+        Failed = 3,
+        /// <summary>Finished cancelled.</summary>
+        Cancelled = 4,
+    }
+
     public enum Stage : int { Load = 0, Text = 1, Encode = 2, Denoise = 3, Decode = 4 }
 
     public enum WeightType : int { Auto = 0, F32 = 1, F16 = 2, BF16 = 3 }
@@ -120,6 +152,9 @@ namespace Diffuse
     public enum Device : int { Auto = 0, Cpu = 1, Cuda = 2 }
 
     public enum Precision : int { Auto = 0, F32 = 1, F16 = 2, BF16 = 3 }
+
+    /// <summary>diffuse_operation: which call a memory estimate is for (since 0.3).</summary>
+    public enum Operation : int { Generate = 0, Edit = 1, Variation = 2 }
 
     public enum PixelFormat : int { RGB8 = 0, RGBA8 = 1, BGRA8 = 2 }
 
@@ -158,6 +193,45 @@ namespace Diffuse
         }
     }
 
+    /// <summary>diffuse_job_status: a snapshot of a job, from Job.Poll().</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct JobStatus
+    {
+        public uint StructSize;
+        public JobState State;
+        /// <summary>Stage of the latest progress report (Load before the first).</summary>
+        public Stage Stage;
+        /// <summary>Steps done in this stage, 0..Total.</summary>
+        public uint Step;
+        public uint Total;
+        public uint ImageIndex;
+        public uint ImageCount;
+        /// <summary>Seconds since the run started, at the latest report.</summary>
+        public double ElapsedSeconds;
+
+        /// <summary>Done, Failed or Cancelled.</summary>
+        public bool IsFinished
+        {
+            get { return State == JobState.Done || State == JobState.Failed || State == JobState.Cancelled; }
+        }
+
+        /// <summary>The same facts as a Progress (for IProgress&lt;Progress&gt;).</summary>
+        public Progress ToProgress()
+        {
+            return new Progress
+            {
+                StructSize = (uint)Marshal.SizeOf(typeof(Progress)), Stage = Stage, Step = Step, Total = Total,
+                ImageIndex = ImageIndex, ImageCount = ImageCount, ElapsedSeconds = ElapsedSeconds,
+            };
+        }
+
+        public override string ToString()
+        {
+            return string.Format("{0}: {1} {2}/{3} (image {4} of {5}, {6:F2} s)", State, Stage, Step, Total,
+                ImageIndex + 1, ImageCount, ElapsedSeconds);
+        }
+    }
+
     /// <summary>diffuse_model_info: facts about a loaded model.</summary>
     [StructLayout(LayoutKind.Sequential)]
     public struct ModelInfo
@@ -174,7 +248,110 @@ namespace Diffuse
         public ulong UnetParameters;
         public ulong VaeParameters;
         public ulong TextEncoderParameters;
+        /// <summary>Bytes of weights as stored on disk.</summary>
         public ulong WeightBytes;
+        /// <summary>How most weights (by bytes) are stored in the files: F32,
+        /// F16 or BF16 (since 0.3).</summary>
+        public WeightType WeightDtype;
+        /// <summary>Host memory the loaded model holds once every weight has
+        /// been used (since 0.3; the model part of EstimateMemory).</summary>
+        public ulong HostBytes;
+    }
+
+    /// <summary>diffuse_memory_estimate: what Model.EstimateMemory reports, in
+    /// bytes (since 0.3). HostBytes is the sum of the four parts before it.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct MemoryEstimate
+    {
+        public uint StructSize;
+        /// <summary>The loaded model (ModelInfo.HostBytes).</summary>
+        public ulong ModelHostBytes;
+        /// <summary>The context's working memory for this call, kept and reused by its next calls.</summary>
+        public ulong ContextHostBytes;
+        /// <summary>Temporary buffers of the call.</summary>
+        public ulong RunHostBytes;
+        /// <summary>The returned images.</summary>
+        public ulong OutputBytes;
+        /// <summary>Peak host memory of a process that loads the model and makes this call.</summary>
+        public ulong HostBytes;
+        /// <summary>Device memory (0 on the CPU).</summary>
+        public ulong DeviceBytes;
+        /// <summary>1: the VAE runs in tiles at these settings.</summary>
+        public int VaeTiled;
+        /// <summary>0: the call would fail with OutOfMemory under the memory budget.</summary>
+        public int Fits;
+
+        public override string ToString()
+        {
+            return string.Format("host {0} B (model {1}, context {2}, run {3}, output {4}), device {5} B{6}{7}",
+                HostBytes, ModelHostBytes, ContextHostBytes, RunHostBytes, OutputBytes, DeviceBytes,
+                VaeTiled != 0 ? ", VAE tiled" : "", Fits != 0 ? "" : ", does not fit the budget");
+        }
+    }
+
+    /// <summary>diffuse_device_info: one device a context can run on (since 0.3).</summary>
+    public sealed class DeviceInfo
+    {
+        /// <summary>Cpu or Cuda.</summary>
+        public Device Device { get; internal set; }
+        /// <summary>Ordinal within its kind (0 for the CPU).</summary>
+        public int Index { get; internal set; }
+        /// <summary>A context can run on it now.</summary>
+        public bool Available { get; internal set; }
+        /// <summary>E.g. the CPU model name.</summary>
+        public string Name { get; internal set; }
+        /// <summary>Total memory (host RAM for the CPU).</summary>
+        public ulong MemoryBytes { get; internal set; }
+        /// <summary>CPU: cores the library would use; 0 for GPUs.</summary>
+        public uint Threads { get; internal set; }
+        /// <summary>Why it is unavailable, or how it was found.</summary>
+        public string Note { get; internal set; }
+
+        internal static DeviceInfo From(Native.DeviceInfo n)
+        {
+            return new DeviceInfo
+            {
+                Device = n.device, Index = n.index, Available = n.available != 0, Name = Native.Utf8Z(n.name),
+                MemoryBytes = n.memory_bytes, Threads = n.threads, Note = Native.Utf8Z(n.note),
+            };
+        }
+
+        public override string ToString()
+        {
+            return string.Format("{0}:{1} {2} ({3}){4}", Device, Index, Name, Available ? "available" : "unavailable",
+                string.IsNullOrEmpty(Note) ? "" : ": " + Note);
+        }
+    }
+
+    /// <summary>The devices this libdiffuse can use (since 0.3).</summary>
+    public static class Devices
+    {
+        /// <summary>diffuse_list_devices(): the CPU first, then one entry per
+        /// GPU the CUDA backend reports; when the CUDA module or driver is
+        /// missing, one Cuda entry with Available false says why in Note.</summary>
+        public static DeviceInfo[] ListDevices()
+        {
+            int capacity = 4;
+            while (true)
+            {
+                IntPtr buf = Native.AllocDeviceInfos(capacity);
+                try
+                {
+                    UIntPtr count;
+                    Status s = Native.diffuse_list_devices(buf, new UIntPtr((uint)capacity), out count);
+                    if (s != Status.Ok) throw new DiffuseException(s, "diffuse_list_devices");
+                    int n = (int)count.ToUInt64();
+                    if (n <= capacity)
+                    {
+                        var result = new DeviceInfo[n];
+                        for (int i = 0; i < n; i++) result[i] = DeviceInfo.From(Native.ReadDeviceInfo(buf, i));
+                        return result;
+                    }
+                    capacity = n;
+                }
+                finally { Marshal.FreeHGlobal(buf); }
+            }
+        }
     }
 
     /// <summary>diffuse_output_format.</summary>
@@ -203,6 +380,8 @@ namespace Diffuse
             public WeightType weight_type;
             public IntPtr error_buf;
             public UIntPtr error_buf_size;
+            public IntPtr progress_fn;   // since 0.3
+            public IntPtr progress_user; // since 0.3
         }
 
         [StructLayout(LayoutKind.Sequential)]
@@ -259,6 +438,7 @@ namespace Diffuse
             public OutputFormat output;
             public uint tile_x;
             public uint tile_y;
+            public IntPtr output_images; // since 0.3: diffuse_image[n_images] or NULL
         }
 
         [StructLayout(LayoutKind.Sequential)]
@@ -277,6 +457,7 @@ namespace Diffuse
             public ulong seed;
             public float mask_feather;
             public OutputFormat output;
+            public IntPtr output_images; // since 0.3: diffuse_image[n_images] or NULL
         }
 
         [StructLayout(LayoutKind.Sequential)]
@@ -293,7 +474,77 @@ namespace Diffuse
             public Sampler sampler;
             public ulong seed;
             public OutputFormat output;
+            public IntPtr output_images; // since 0.3: diffuse_image[n_images] or NULL
         }
+
+        [StructLayout(LayoutKind.Sequential)]
+        public struct MemoryQuery
+        {
+            public uint struct_size;
+            public Operation operation;
+            public uint width;
+            public uint height;
+            public uint n_images;
+            public float guidance_scale;
+            public PixelFormat format;
+            public Device device;
+            public ulong memory_budget;
+        }
+
+        [StructLayout(LayoutKind.Sequential)]
+        public struct DeviceInfo
+        {
+            public uint struct_size;
+            public Device device;
+            public int index;
+            public int available;
+            [MarshalAs(UnmanagedType.ByValArray, SizeConst = 128)]
+            public byte[] name;
+            public ulong memory_bytes;
+            public uint threads;
+            [MarshalAs(UnmanagedType.ByValArray, SizeConst = 256)]
+            public byte[] note;
+        }
+
+        /// <summary>Zeroed native memory for <paramref name="n"/> DeviceInfo
+        /// structs, each with struct_size set. Free with FreeHGlobal.</summary>
+        internal static IntPtr AllocDeviceInfos(int n)
+        {
+            int size = Marshal.SizeOf(typeof(DeviceInfo));
+            IntPtr buf = Marshal.AllocHGlobal(size * n);
+            for (int i = 0; i < size * n; i++) Marshal.WriteByte(buf, i, 0);
+            for (int i = 0; i < n; i++) Marshal.WriteInt32(buf, i * size, size);
+            return buf;
+        }
+
+        internal static DeviceInfo ReadDeviceInfo(IntPtr buf, int i)
+        {
+            int size = Marshal.SizeOf(typeof(DeviceInfo));
+            return (DeviceInfo)Marshal.PtrToStructure(new IntPtr(buf.ToInt64() + (long)i * size), typeof(DeviceInfo));
+        }
+
+        /// <summary>The string in a NUL-terminated UTF-8 char array.</summary>
+        internal static string Utf8Z(byte[] chars)
+        {
+            if (chars == null) return "";
+            int n = Array.IndexOf(chars, (byte)0);
+            return Encoding.UTF8.GetString(chars, 0, n < 0 ? chars.Length : n);
+        }
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        public static extern void diffuse_memory_query_init(IntPtr q);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        public static extern Status diffuse_estimate_memory(ModelHandle model, IntPtr q, ref MemoryEstimate e);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        public static extern Status diffuse_list_devices(IntPtr infos, UIntPtr capacity, out UIntPtr count);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        public static extern Status diffuse_ctx_get_device(ContextHandle ctx, out Device requested, IntPtr info);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        public static extern Status diffuse_ctx_set_preview_decode(ContextHandle ctx, uint everySteps);
 
         /// <summary>void (*diffuse_log_fn)(diffuse_log_level, const char *, void *)</summary>
         [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
@@ -302,6 +553,44 @@ namespace Diffuse
         /// <summary>int (*diffuse_progress_fn)(const diffuse_progress *, void *)</summary>
         [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
         public delegate int ProgressFn(IntPtr progress, IntPtr user);
+
+        /// <summary>void (*diffuse_preview_fn)(const diffuse_image *, const diffuse_progress *, void *)</summary>
+        [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
+        public delegate void PreviewFn(IntPtr image, IntPtr progress, IntPtr user);
+
+        /// <summary>diffuse_job_wait's "no limit".</summary>
+        public const uint WaitForever = 0xFFFFFFFFu;
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        public static extern Status diffuse_job_start_generate(ContextHandle ctx, IntPtr p, out JobHandle job);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        public static extern Status diffuse_job_start_edit(ContextHandle ctx, IntPtr p, out JobHandle job);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        public static extern Status diffuse_job_start_variation(ContextHandle ctx, IntPtr p, out JobHandle job);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        public static extern Status diffuse_job_poll(JobHandle job, ref JobStatus status);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        public static extern Status diffuse_job_wait(JobHandle job, uint timeoutMs);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        public static extern Status diffuse_job_cancel(JobHandle job);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        public static extern Status diffuse_job_result(JobHandle job, out IntPtr images);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        public static extern IntPtr diffuse_job_last_error(JobHandle job);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        public static extern void diffuse_job_free(IntPtr job);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        public static extern Status diffuse_ctx_set_preview(ContextHandle ctx, IntPtr fn, IntPtr user,
+            uint everyKSteps);
 
         [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
         public static extern uint diffuse_version();
@@ -527,12 +816,30 @@ namespace Diffuse
             state = s;
         }
 
+        /// <summary>The callback state's GCHandle as the callbacks' user pointer.</summary>
+        internal IntPtr StatePointer { get { return GCHandle.ToIntPtr(state); } }
+
         protected override bool ReleaseHandle()
         {
             Native.diffuse_ctx_free(handle);
             if (state.IsAllocated) state.Free();
             if (model != null) model.DangerousRelease();
             model = null;
+            return true;
+        }
+    }
+
+    /// <summary>Owns a diffuse_job*; releases it with diffuse_job_free (which
+    /// cancels a job still running and joins its worker, about one step).
+    /// While a P/Invoke call uses the handle (e.g. a Wait on another thread)
+    /// the release is deferred until that call returns.</summary>
+    public sealed class JobHandle : SafeHandleZeroOrMinusOneIsInvalid
+    {
+        public JobHandle() : base(true) { }
+
+        protected override bool ReleaseHandle()
+        {
+            Native.diffuse_job_free(handle);
             return true;
         }
     }
@@ -551,11 +858,39 @@ namespace Diffuse
         public ExceptionDispatchInfo Error;
     }
 
+    /// <summary>Receives a preview: a small RGB8 image of the current sample
+    /// (latent size) and the progress of its denoising step.</summary>
+    public delegate void PreviewCallback(Image preview, Progress progress);
+
     /// <summary>What progress_user / log_user point at (through a GCHandle).</summary>
     internal sealed class CallbackState
     {
         public LogCallback Log;
         public volatile RunState Run;
+        public volatile PreviewCallback Preview;
+        private readonly object gate = new object();
+        private ExceptionDispatchInfo previewError; // first exception a preview callback threw in this run
+
+        /// <summary>True once a preview callback threw during the current run:
+        /// the next progress report then cancels the run.</summary>
+        public bool HasPreviewError { get { lock (gate) return previewError != null; } }
+
+        public void SetPreviewError(ExceptionDispatchInfo e)
+        {
+            lock (gate)
+                if (previewError == null) previewError = e;
+        }
+
+        /// <summary>Takes (and clears) a preview callback's exception.</summary>
+        public ExceptionDispatchInfo TakePreviewError()
+        {
+            lock (gate)
+            {
+                ExceptionDispatchInfo e = previewError;
+                previewError = null;
+                return e;
+            }
+        }
     }
 
     internal static class Callbacks
@@ -567,6 +902,9 @@ namespace Diffuse
         internal static readonly IntPtr ProgressPtr = Marshal.GetFunctionPointerForDelegate(ProgressDelegate);
         internal static readonly IntPtr LogPtr = Marshal.GetFunctionPointerForDelegate(LogDelegate);
 
+        internal static readonly Native.PreviewFn PreviewDelegate = OnPreview;
+        internal static readonly IntPtr PreviewPtr = Marshal.GetFunctionPointerForDelegate(PreviewDelegate);
+
         [MonoPInvokeCallback(typeof(Native.ProgressFn))]
         private static int OnProgress(IntPtr progress, IntPtr user)
         {
@@ -574,6 +912,7 @@ namespace Diffuse
             try
             {
                 var st = (CallbackState)GCHandle.FromIntPtr(user).Target;
+                if (st.HasPreviewError) return 1;
                 run = st.Run;
                 if (run == null) return 0;
                 if (run.Error != null || run.Token.IsCancellationRequested) return 1;
@@ -590,6 +929,27 @@ namespace Diffuse
                 // the run and rethrow on the calling thread afterwards.
                 if (run != null && run.Error == null) run.Error = ExceptionDispatchInfo.Capture(e);
                 return 1;
+            }
+        }
+
+        [MonoPInvokeCallback(typeof(Native.PreviewFn))]
+        private static void OnPreview(IntPtr image, IntPtr progress, IntPtr user)
+        {
+            CallbackState st = null;
+            try
+            {
+                st = (CallbackState)GCHandle.FromIntPtr(user).Target;
+                PreviewCallback fn = st.Preview;
+                if (fn == null || st.HasPreviewError) return;
+                var n = (Native.Image)Marshal.PtrToStructure(image, typeof(Native.Image));
+                var p = (Progress)Marshal.PtrToStructure(progress, typeof(Progress));
+                fn(new Image(n, 0), p);
+            }
+            catch (Exception e)
+            {
+                // Kept for the call (or Job.Result) to rethrow; the progress
+                // report that follows this preview cancels the run.
+                if (st != null) st.SetPreviewError(ExceptionDispatchInfo.Capture(e));
             }
         }
 
@@ -800,6 +1160,33 @@ namespace Diffuse
             }
         }
 
+        /// <summary>diffuse_estimate_memory() (since 0.3): the memory a call
+        /// with these settings needs, from the same plan the call makes;
+        /// nothing runs. Throws DiffuseException: InvalidArgument (sizes not
+        /// multiples of the VAE scale factor, counts out of range),
+        /// Unsupported (an operation the model cannot run), NoDevice (Cuda).</summary>
+        public MemoryEstimate EstimateMemory(MemoryQueryOptions options = null)
+        {
+            options = options ?? new MemoryQueryOptions();
+            using (var q = new NativeParams<Native.MemoryQuery>(Native.diffuse_memory_query_init))
+            {
+                if (options.Operation.HasValue) q.Value.operation = options.Operation.Value;
+                if (options.Width.HasValue) q.Value.width = checked((uint)options.Width.Value);
+                if (options.Height.HasValue) q.Value.height = checked((uint)options.Height.Value);
+                if (options.Count.HasValue) q.Value.n_images = checked((uint)options.Count.Value);
+                if (options.GuidanceScale.HasValue) q.Value.guidance_scale = options.GuidanceScale.Value;
+                if (options.Format.HasValue) q.Value.format = options.Format.Value;
+                if (options.Device.HasValue) q.Value.device = options.Device.Value;
+                if (options.MemoryBudget.HasValue) q.Value.memory_budget = options.MemoryBudget.Value;
+                var e = new MemoryEstimate { StructSize = (uint)Marshal.SizeOf(typeof(MemoryEstimate)) };
+                Status s = Native.diffuse_estimate_memory(Handle, q.Pointer, ref e);
+                if (s != Status.Ok)
+                    throw new DiffuseException(s, string.Format("diffuse_estimate_memory ({0} {1}x{2}, {3} images)",
+                        q.Value.operation, q.Value.width, q.Value.height, q.Value.n_images));
+                return e;
+            }
+        }
+
         /// <summary>A new execution context on this model.</summary>
         public Context CreateContext(ContextOptions options = null) { return new Context(this, options); }
 
@@ -822,6 +1209,27 @@ namespace Diffuse
         public ulong? MemoryBudget;
         public LogCallback Log;
         public LogLevel LogLevel = LogLevel.Warn;
+    }
+
+    /// <summary>Settings of a call to estimate (diffuse_memory_query, since
+    /// 0.3); null members keep the library default.</summary>
+    public sealed class MemoryQueryOptions
+    {
+        /// <summary>Default Generate.</summary>
+        public Operation? Operation;
+        /// <summary>Output (or input image) pixels; 0 or null = the model's native size.</summary>
+        public int? Width;
+        public int? Height;
+        /// <summary>Images, 1..16; default 1.</summary>
+        public int? Count;
+        /// <summary>&gt; 1 (default 7.5) estimates a run with classifier-free guidance.</summary>
+        public float? GuidanceScale;
+        /// <summary>Format of the returned images; default RGB8.</summary>
+        public PixelFormat? Format;
+        /// <summary>Default Auto.</summary>
+        public Device? Device;
+        /// <summary>The context's memory budget; 0 = none.</summary>
+        public ulong? MemoryBudget;
     }
 
     /// <summary>Options of diffuse_generate(); null members keep the library default.</summary>
@@ -934,6 +1342,7 @@ namespace Diffuse
         public string LastError { get { return Native.Utf8ToString(Native.diffuse_ctx_last_error(Handle)); } }
 
         private delegate Status Call(IntPtr paramsPtr, out IntPtr images);
+        private delegate Status StartCall(IntPtr paramsPtr, out JobHandle job);
 
         private Image[] Run(Call call, IntPtr paramsPtr, IProgress<Progress> progress, CancellationToken token)
         {
@@ -945,13 +1354,18 @@ namespace Diffuse
                 token.ThrowIfCancellationRequested();
                 var run = new RunState { Progress = progress, Token = token };
                 state.Run = run;
+                state.TakePreviewError();
                 IntPtr images;
                 Status s;
                 try { s = call(paramsPtr, out images); }
                 finally { state.Run = null; }
+                if (s == Status.Busy) // a job runs; the context's last error is not changed then
+                    throw new DiffuseException(s, "a job is running on this context");
+                ExceptionDispatchInfo previewError = state.TakePreviewError();
                 if (s == Status.Ok) return Image.TakeAll(images);
                 Native.diffuse_images_free(images);
                 if (run.Error != null) run.Error.Throw();
+                if (previewError != null) previewError.Throw();
                 if (s == Status.Cancelled && token.IsCancellationRequested)
                     throw new OperationCanceledException(token);
                 throw new DiffuseException(s, LastError);
@@ -959,7 +1373,80 @@ namespace Diffuse
             finally { Interlocked.Exchange(ref busy, 0); }
         }
 
+        private Job Start(StartCall call, IntPtr paramsPtr)
+        {
+            if (Handle.IsClosed) throw new ObjectDisposedException("Context");
+            if (Interlocked.CompareExchange(ref busy, 1, 0) != 0)
+                throw new DiffuseException(Status.Busy, "a call is running on this context");
+            try
+            {
+                JobHandle h;
+                // A fresh run starts without an earlier preview error; put back
+                // if the library refuses (BUSY: it belongs to the running job).
+                ExceptionDispatchInfo earlier = state.TakePreviewError();
+                Status s = call(paramsPtr, out h);
+                if (s != Status.Ok || h == null || h.IsInvalid)
+                {
+                    if (earlier != null) state.SetPreviewError(earlier);
+                    if (h != null) h.Dispose();
+                    if (s == Status.Busy) throw new DiffuseException(s, "a job or call is running on this context");
+                    throw new DiffuseException(s, LastError);
+                }
+                return new Job(this, h, state);
+            }
+            finally { Interlocked.Exchange(ref busy, 0); }
+        }
+
         private static OutputFormat Fmt(OutputFormat? o, OutputFormat d) { return o.HasValue ? o.Value : d; }
+
+        private static void Fill(NativeParams<Native.GenerateParams> p, string prompt, GenerateOptions o)
+        {
+            p.Value.prompt = p.String(prompt);
+            p.Value.negative_prompt = p.String(o.NegativePrompt);
+            if (o.Count.HasValue) p.Value.n_images = (uint)o.Count.Value;
+            if (o.Width.HasValue) p.Value.width = (uint)o.Width.Value;
+            if (o.Height.HasValue) p.Value.height = (uint)o.Height.Value;
+            if (o.Steps.HasValue) p.Value.steps = (uint)o.Steps.Value;
+            if (o.GuidanceScale.HasValue) p.Value.guidance_scale = o.GuidanceScale.Value;
+            if (o.GuidanceRescale.HasValue) p.Value.guidance_rescale = o.GuidanceRescale.Value;
+            if (o.Sampler.HasValue) p.Value.sampler = o.Sampler.Value;
+            if (o.Seed.HasValue) p.Value.seed = o.Seed.Value;
+            if (o.ClipSkip.HasValue) p.Value.clip_skip = (uint)o.ClipSkip.Value;
+            p.Value.output = Fmt(o.Output, p.Value.output);
+            p.Value.tile_x = o.TileX ? 1u : 0u;
+            p.Value.tile_y = o.TileY ? 1u : 0u;
+        }
+
+        private static void Fill(NativeParams<Native.EditParams> p, Image.Pinned img, Image.Pinned mask,
+            string prompt, EditOptions o)
+        {
+            p.Value.image = img.Pointer;
+            p.Value.mask = mask != null ? mask.Pointer : IntPtr.Zero;
+            p.Value.prompt = p.String(prompt);
+            p.Value.negative_prompt = p.String(o.NegativePrompt);
+            if (o.Count.HasValue) p.Value.n_images = (uint)o.Count.Value;
+            if (o.Steps.HasValue) p.Value.steps = (uint)o.Steps.Value;
+            if (o.GuidanceScale.HasValue) p.Value.guidance_scale = o.GuidanceScale.Value;
+            if (o.Strength.HasValue) p.Value.strength = o.Strength.Value;
+            if (o.Sampler.HasValue) p.Value.sampler = o.Sampler.Value;
+            if (o.Seed.HasValue) p.Value.seed = o.Seed.Value;
+            if (o.MaskFeather.HasValue) p.Value.mask_feather = o.MaskFeather.Value;
+            p.Value.output = Fmt(o.Output, p.Value.output);
+        }
+
+        private static void Fill(NativeParams<Native.VariationParams> p, Image.Pinned img, VariationOptions o)
+        {
+            p.Value.image = img.Pointer;
+            p.Value.prompt = p.String(o.Prompt);
+            p.Value.negative_prompt = p.String(o.NegativePrompt);
+            if (o.Count.HasValue) p.Value.n_images = (uint)o.Count.Value;
+            if (o.Steps.HasValue) p.Value.steps = (uint)o.Steps.Value;
+            if (o.GuidanceScale.HasValue) p.Value.guidance_scale = o.GuidanceScale.Value;
+            if (o.Strength.HasValue) p.Value.strength = o.Strength.Value;
+            if (o.Sampler.HasValue) p.Value.sampler = o.Sampler.Value;
+            if (o.Seed.HasValue) p.Value.seed = o.Seed.Value;
+            p.Value.output = Fmt(o.Output, p.Value.output);
+        }
 
         /// <summary>diffuse_generate(): text to image, blocking. Progress is
         /// reported on this thread; a cancelled token stops the run within one
@@ -968,33 +1455,40 @@ namespace Diffuse
             CancellationToken token = default(CancellationToken))
         {
             if (prompt == null) throw new ArgumentNullException("prompt");
-            var o = options ?? new GenerateOptions();
             using (var p = new NativeParams<Native.GenerateParams>(Native.diffuse_generate_params_init))
             {
-                p.Value.prompt = p.String(prompt);
-                p.Value.negative_prompt = p.String(o.NegativePrompt);
-                if (o.Count.HasValue) p.Value.n_images = (uint)o.Count.Value;
-                if (o.Width.HasValue) p.Value.width = (uint)o.Width.Value;
-                if (o.Height.HasValue) p.Value.height = (uint)o.Height.Value;
-                if (o.Steps.HasValue) p.Value.steps = (uint)o.Steps.Value;
-                if (o.GuidanceScale.HasValue) p.Value.guidance_scale = o.GuidanceScale.Value;
-                if (o.GuidanceRescale.HasValue) p.Value.guidance_rescale = o.GuidanceRescale.Value;
-                if (o.Sampler.HasValue) p.Value.sampler = o.Sampler.Value;
-                if (o.Seed.HasValue) p.Value.seed = o.Seed.Value;
-                if (o.ClipSkip.HasValue) p.Value.clip_skip = (uint)o.ClipSkip.Value;
-                p.Value.output = Fmt(o.Output, p.Value.output);
-                p.Value.tile_x = o.TileX ? 1u : 0u;
-                p.Value.tile_y = o.TileY ? 1u : 0u;
+                Fill(p, prompt, options ?? new GenerateOptions());
                 return Run((IntPtr pp, out IntPtr im) => Native.diffuse_generate(Handle, pp, out im), p.Pointer,
                     progress, token);
             }
         }
 
-        /// <summary>Generate on a thread-pool thread (Task.Run).</summary>
+        /// <summary>diffuse_job_start_generate(): starts Generate as a job and
+        /// returns at once (throws DiffuseException: Busy when a job or call
+        /// runs on this context, InvalidArgument for bad options). Poll the
+        /// Job each frame; no callback is involved.</summary>
+        public Job StartGenerate(string prompt, GenerateOptions options = null)
+        {
+            if (prompt == null) throw new ArgumentNullException("prompt");
+            using (var p = new NativeParams<Native.GenerateParams>(Native.diffuse_generate_params_init))
+            {
+                Fill(p, prompt, options ?? new GenerateOptions());
+                // The library copies the params and strings before this returns.
+                return Start((IntPtr pp, out JobHandle j) => Native.diffuse_job_start_generate(Handle, pp, out j),
+                    p.Pointer);
+            }
+        }
+
+        /// <summary>Generate as a job (StartGenerate), polled every
+        /// PollInterval without blocking a thread: progress is reported from
+        /// the polls (each new stage/step), the token cancels the job
+        /// (diffuse_job_cancel) and the task then ends with
+        /// OperationCanceledException.</summary>
         public Task<Image[]> GenerateAsync(string prompt, GenerateOptions options = null,
             IProgress<Progress> progress = null, CancellationToken token = default(CancellationToken))
         {
-            return Task.Run(() => Generate(prompt, options, progress, token), token);
+            if (prompt == null) throw new ArgumentNullException("prompt");
+            return RunJobAsync(() => StartGenerate(prompt, options), progress, token);
         }
 
         /// <summary>diffuse_edit(): repaint the masked part of an image, blocking.</summary>
@@ -1008,28 +1502,36 @@ namespace Diffuse
             using (var mask = o.Mask != null ? new Image.Pinned(o.Mask) : null)
             using (var p = new NativeParams<Native.EditParams>(Native.diffuse_edit_params_init))
             {
-                p.Value.image = img.Pointer;
-                p.Value.mask = mask != null ? mask.Pointer : IntPtr.Zero;
-                p.Value.prompt = p.String(prompt);
-                p.Value.negative_prompt = p.String(o.NegativePrompt);
-                if (o.Count.HasValue) p.Value.n_images = (uint)o.Count.Value;
-                if (o.Steps.HasValue) p.Value.steps = (uint)o.Steps.Value;
-                if (o.GuidanceScale.HasValue) p.Value.guidance_scale = o.GuidanceScale.Value;
-                if (o.Strength.HasValue) p.Value.strength = o.Strength.Value;
-                if (o.Sampler.HasValue) p.Value.sampler = o.Sampler.Value;
-                if (o.Seed.HasValue) p.Value.seed = o.Seed.Value;
-                if (o.MaskFeather.HasValue) p.Value.mask_feather = o.MaskFeather.Value;
-                p.Value.output = Fmt(o.Output, p.Value.output);
+                Fill(p, img, mask, prompt, o);
                 return Run((IntPtr pp, out IntPtr im) => Native.diffuse_edit(Handle, pp, out im), p.Pointer,
                     progress, token);
             }
         }
 
-        /// <summary>Edit on a thread-pool thread (Task.Run).</summary>
+        /// <summary>diffuse_job_start_edit(): starts Edit as a job. The image
+        /// and mask pixels are copied by the library before this returns.</summary>
+        public Job StartEdit(Image image, string prompt, EditOptions options = null)
+        {
+            if (image == null) throw new ArgumentNullException("image");
+            if (prompt == null) throw new ArgumentNullException("prompt");
+            var o = options ?? new EditOptions();
+            using (var img = new Image.Pinned(image))
+            using (var mask = o.Mask != null ? new Image.Pinned(o.Mask) : null)
+            using (var p = new NativeParams<Native.EditParams>(Native.diffuse_edit_params_init))
+            {
+                Fill(p, img, mask, prompt, o);
+                return Start((IntPtr pp, out JobHandle j) => Native.diffuse_job_start_edit(Handle, pp, out j),
+                    p.Pointer);
+            }
+        }
+
+        /// <summary>Edit as a polled job, as GenerateAsync.</summary>
         public Task<Image[]> EditAsync(Image image, string prompt, EditOptions options = null,
             IProgress<Progress> progress = null, CancellationToken token = default(CancellationToken))
         {
-            return Task.Run(() => Edit(image, prompt, options, progress, token), token);
+            if (image == null) throw new ArgumentNullException("image");
+            if (prompt == null) throw new ArgumentNullException("prompt");
+            return RunJobAsync(() => StartEdit(image, prompt, options), progress, token);
         }
 
         /// <summary>diffuse_variation(): variations of an image, blocking.</summary>
@@ -1037,34 +1539,284 @@ namespace Diffuse
             CancellationToken token = default(CancellationToken))
         {
             if (image == null) throw new ArgumentNullException("image");
-            var o = options ?? new VariationOptions();
             using (var img = new Image.Pinned(image))
             using (var p = new NativeParams<Native.VariationParams>(Native.diffuse_variation_params_init))
             {
-                p.Value.image = img.Pointer;
-                p.Value.prompt = p.String(o.Prompt);
-                p.Value.negative_prompt = p.String(o.NegativePrompt);
-                if (o.Count.HasValue) p.Value.n_images = (uint)o.Count.Value;
-                if (o.Steps.HasValue) p.Value.steps = (uint)o.Steps.Value;
-                if (o.GuidanceScale.HasValue) p.Value.guidance_scale = o.GuidanceScale.Value;
-                if (o.Strength.HasValue) p.Value.strength = o.Strength.Value;
-                if (o.Sampler.HasValue) p.Value.sampler = o.Sampler.Value;
-                if (o.Seed.HasValue) p.Value.seed = o.Seed.Value;
-                p.Value.output = Fmt(o.Output, p.Value.output);
+                Fill(p, img, options ?? new VariationOptions());
                 return Run((IntPtr pp, out IntPtr im) => Native.diffuse_variation(Handle, pp, out im), p.Pointer,
                     progress, token);
             }
         }
 
-        /// <summary>Variation on a thread-pool thread (Task.Run).</summary>
+        /// <summary>diffuse_job_start_variation(): starts Variation as a job.
+        /// The image's pixels are copied by the library before this returns.</summary>
+        public Job StartVariation(Image image, VariationOptions options = null)
+        {
+            if (image == null) throw new ArgumentNullException("image");
+            using (var img = new Image.Pinned(image))
+            using (var p = new NativeParams<Native.VariationParams>(Native.diffuse_variation_params_init))
+            {
+                Fill(p, img, options ?? new VariationOptions());
+                return Start((IntPtr pp, out JobHandle j) => Native.diffuse_job_start_variation(Handle, pp, out j),
+                    p.Pointer);
+            }
+        }
+
+        /// <summary>Variation as a polled job, as GenerateAsync.</summary>
         public Task<Image[]> VariationAsync(Image image, VariationOptions options = null,
             IProgress<Progress> progress = null, CancellationToken token = default(CancellationToken))
         {
-            return Task.Run(() => Variation(image, options, progress, token), token);
+            if (image == null) throw new ArgumentNullException("image");
+            return RunJobAsync(() => StartVariation(image, options), progress, token);
         }
 
-        /// <summary>Frees the context (after any running call returns is the
-        /// caller's job: do not dispose while a call runs).</summary>
+        private int pollIntervalMs = 10;
+
+        /// <summary>How often the *Async methods poll their job (default 10 ms).</summary>
+        public TimeSpan PollInterval
+        {
+            get { return TimeSpan.FromMilliseconds(pollIntervalMs); }
+            set
+            {
+                if (value.TotalMilliseconds < 1 || value.TotalMilliseconds > int.MaxValue)
+                    throw new ArgumentOutOfRangeException("value");
+                pollIntervalMs = (int)value.TotalMilliseconds;
+            }
+        }
+
+        /// <summary>Starts a job and polls it to the end on the thread pool
+        /// (Task.Delay between polls; no thread is blocked).</summary>
+        private async Task<Image[]> RunJobAsync(Func<Job> start, IProgress<Progress> progress,
+            CancellationToken token)
+        {
+            token.ThrowIfCancellationRequested();
+            await Task.Yield(); // errors of the start arrive through the task, as they did with Task.Run
+            using (Job job = start())
+            using (token.Register(job.TryCancel))
+            {
+                JobStatus last = default(JobStatus);
+                bool reported = false;
+                while (true)
+                {
+                    JobStatus s = job.Poll();
+                    bool changed = !reported || s.Stage != last.Stage || s.Step != last.Step ||
+                                   s.Total != last.Total || s.ImageIndex != last.ImageIndex;
+                    if (progress != null && s.State != JobState.Queued && s.Total > 0 && changed)
+                    {
+                        progress.Report(s.ToProgress());
+                        last = s;
+                        reported = true;
+                    }
+                    if (s.IsFinished) break;
+                    await Task.Delay(pollIntervalMs).ConfigureAwait(false);
+                }
+                try
+                {
+                    return job.Result();
+                }
+                catch (DiffuseException e)
+                {
+                    if (e.Status == Status.Cancelled && token.IsCancellationRequested)
+                        throw new OperationCanceledException(e.Message, e, token);
+                    throw;
+                }
+            }
+        }
+
+        /// <summary>diffuse_ctx_set_preview(): every <paramref name="everySteps"/>
+        /// denoising steps (k, 2k, ... and the last) of this context's calls
+        /// and jobs, <paramref name="preview"/> receives a small RGB8 image of
+        /// the current sample at latent size (a cheap linear projection of the
+        /// latents, not a VAE decode) and the step's progress. It runs on the
+        /// thread that runs the call (a job's worker thread), through a static
+        /// [MonoPInvokeCallback] trampoline, so it works under IL2CPP. An
+        /// exception thrown in it cancels the run and is rethrown by the
+        /// blocking call or Job.Result(); it never reaches native code. null
+        /// turns previews off. Throws DiffuseException: Busy while a job or
+        /// call runs, InvalidArgument for everySteps 0.</summary>
+        public void SetPreview(PreviewCallback preview, int everySteps = 1)
+        {
+            if (Handle.IsClosed) throw new ObjectDisposedException("Context");
+            if (preview != null && everySteps <= 0) throw new ArgumentOutOfRangeException("everySteps");
+            if (Interlocked.CompareExchange(ref busy, 1, 0) != 0)
+                throw new DiffuseException(Status.Busy, "a call is running on this context");
+            try
+            {
+                Status s = Native.diffuse_ctx_set_preview(Handle, preview != null ? Callbacks.PreviewPtr : IntPtr.Zero,
+                    preview != null ? Handle.StatePointer : IntPtr.Zero, preview != null ? (uint)everySteps : 0u);
+                if (s == Status.Busy) throw new DiffuseException(s, "a job or call is running on this context");
+                if (s != Status.Ok) throw new DiffuseException(s, LastError);
+                state.Preview = preview;
+            }
+            finally { Interlocked.Exchange(ref busy, 0); }
+        }
+
+        /// <summary>diffuse_ctx_set_preview_decode() (since 0.3): every
+        /// <paramref name="everySteps"/>-th denoising step (k, 2k, ... and the
+        /// last), the preview is a full VAE decode of the current sample's
+        /// denoised estimate (output size, RGB8) instead of the cheap
+        /// projection; other preview steps keep the projection. 0 (the
+        /// default) turns it off. The callback and its interval come from
+        /// SetPreview. Throws DiffuseException Busy while a job or call runs.</summary>
+        public void SetPreviewDecode(int everySteps)
+        {
+            if (Handle.IsClosed) throw new ObjectDisposedException("Context");
+            if (everySteps < 0) throw new ArgumentOutOfRangeException("everySteps");
+            if (Interlocked.CompareExchange(ref busy, 1, 0) != 0)
+                throw new DiffuseException(Status.Busy, "a call is running on this context");
+            try
+            {
+                Status s = Native.diffuse_ctx_set_preview_decode(Handle, (uint)everySteps);
+                if (s == Status.Busy) throw new DiffuseException(s, "a job or call is running on this context");
+                if (s != Status.Ok) throw new DiffuseException(s, LastError);
+            }
+            finally { Interlocked.Exchange(ref busy, 0); }
+        }
+
+        private DeviceInfo GetDevice(out global::Diffuse.Device requested)
+        {
+            if (Handle.IsClosed) throw new ObjectDisposedException("Context");
+            IntPtr buf = Native.AllocDeviceInfos(1);
+            try
+            {
+                Status s = Native.diffuse_ctx_get_device(Handle, out requested, buf);
+                if (s != Status.Ok) throw new DiffuseException(s, "diffuse_ctx_get_device");
+                return DeviceInfo.From(Native.ReadDeviceInfo(buf, 0));
+            }
+            finally { Marshal.FreeHGlobal(buf); }
+        }
+
+        /// <summary>diffuse_ctx_get_device() (since 0.3): the device this
+        /// context runs on (with Auto on a host without a usable GPU, the CPU).</summary>
+        public DeviceInfo Device
+        {
+            get { global::Diffuse.Device requested; return GetDevice(out requested); }
+        }
+
+        /// <summary>The device this context's options asked for (Auto, Cpu or Cuda).</summary>
+        public global::Diffuse.Device RequestedDevice
+        {
+            get { global::Diffuse.Device requested; GetDevice(out requested); return requested; }
+        }
+
+        /// <summary>Frees the context. A job of it still running is cancelled
+        /// first (its Job then reports Cancelled; dispose the Job as well).
+        /// Do not dispose while a blocking call runs on another thread.</summary>
         public void Dispose() { Handle.Dispose(); }
+    }
+
+    // ------------------------------------------------------------------
+    // Jobs
+    // ------------------------------------------------------------------
+
+    /// <summary>An asynchronous generate/edit/variation (diffuse_job), from
+    /// Context.StartGenerate/StartEdit/StartVariation. Poll, Wait and Cancel
+    /// may be called from any thread; no callback is needed (Unity IL2CPP
+    /// frame loops just call Poll each frame). Dispose it when done: a job
+    /// still running is cancelled and its worker joined (about one step).
+    /// A disposed job throws ObjectDisposedException.</summary>
+    public sealed class Job : IDisposable
+    {
+        public JobHandle Handle { get; private set; }
+        /// <summary>The context it runs on (kept alive by the job).</summary>
+        public Context Context { get; private set; }
+        private readonly CallbackState state;
+        private readonly object resultGate = new object();
+        private Image[] images;
+
+        internal Job(Context ctx, JobHandle handle, CallbackState state)
+        {
+            Context = ctx;
+            Handle = handle;
+            this.state = state;
+        }
+
+        private JobHandle Checked()
+        {
+            JobHandle h = Handle;
+            if (h.IsClosed) throw new ObjectDisposedException("Job");
+            return h;
+        }
+
+        /// <summary>diffuse_job_poll(): where the job stands, without blocking.</summary>
+        public JobStatus Poll()
+        {
+            var s = new JobStatus { StructSize = (uint)Marshal.SizeOf(typeof(JobStatus)) };
+            Status st = Native.diffuse_job_poll(Checked(), ref s);
+            if (st != Status.Ok) throw new DiffuseException(st, "diffuse_job_poll");
+            return s;
+        }
+
+        /// <summary>Done, Failed or Cancelled (polls).</summary>
+        public bool IsFinished { get { return Poll().IsFinished; } }
+
+        /// <summary>diffuse_job_wait(): blocks until the job has finished
+        /// (true) or <paramref name="timeoutMs"/> milliseconds have passed
+        /// (false). -1 (Timeout.Infinite) waits without limit, 0 just checks.</summary>
+        public bool Wait(int timeoutMs = Timeout.Infinite)
+        {
+            if (timeoutMs < -1) throw new ArgumentOutOfRangeException("timeoutMs");
+            Status st = Native.diffuse_job_wait(Checked(), timeoutMs == -1 ? Native.WaitForever : (uint)timeoutMs);
+            if (st == Status.Ok) return true;
+            if (st == Status.Timeout) return false;
+            throw new DiffuseException(st, "diffuse_job_wait");
+        }
+
+        /// <summary>diffuse_job_cancel(): asks the job to stop; returns at once.
+        /// The run stops within one step and the job ends Cancelled. Harmless
+        /// on a finished job and when repeated.</summary>
+        public void Cancel()
+        {
+            Status st = Native.diffuse_job_cancel(Checked());
+            if (st != Status.Ok) throw new DiffuseException(st, "diffuse_job_cancel");
+        }
+
+        /// <summary>Cancel that ignores a disposed job (for token registrations).</summary>
+        internal void TryCancel()
+        {
+            try { Cancel(); }
+            catch (ObjectDisposedException) { }
+        }
+
+        /// <summary>diffuse_job_last_error(): message of a failed or cancelled job.</summary>
+        public string LastError { get { return Native.Utf8ToString(Native.diffuse_job_last_error(Checked())); } }
+
+        /// <summary>diffuse_job_result(): the images of a finished job, copied
+        /// into managed memory (the same array on later calls). Throws
+        /// DiffuseException: Busy while the job has not finished (Poll or Wait
+        /// first), Cancelled when it was cancelled, or the run's own error with
+        /// the library's message; or rethrows a preview callback's exception.</summary>
+        public Image[] Result()
+        {
+            JobHandle h = Checked();
+            lock (resultGate)
+            {
+                if (images != null) return images;
+                IntPtr raw;
+                Status st = Native.diffuse_job_result(h, out raw);
+                if (st == Status.Busy)
+                {
+                    Native.diffuse_images_free(raw);
+                    throw new DiffuseException(st, "the job has not finished yet");
+                }
+                ExceptionDispatchInfo previewError = st == Status.Ok ? null : state.TakePreviewError();
+                if (st == Status.Ok)
+                {
+                    if (raw == IntPtr.Zero) throw new DiffuseException(Status.Internal, "the job returned no images");
+                    images = Image.TakeAll(raw);
+                    return images;
+                }
+                Native.diffuse_images_free(raw);
+                if (previewError != null) previewError.Throw();
+                throw new DiffuseException(st, LastError);
+            }
+        }
+
+        /// <summary>Cancels the job if it still runs and frees it.</summary>
+        public void Dispose()
+        {
+            if (!Handle.IsClosed) TryCancel(); // lets Waits on other threads return
+            Handle.Dispose();
+        }
     }
 }

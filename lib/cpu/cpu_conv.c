@@ -30,6 +30,10 @@ static diffuse_status conv_check(bk_backend *bk, const bk_conv2d_args *a, int *h
                        a->pad_top, a->pad_bottom, a->pad_left, a->pad_right);
     long long hp = (long long)a->h + a->pad_top + a->pad_bottom;
     long long wp = (long long)a->w + a->pad_left + a->pad_right;
+    if ((a->circular_y && (a->pad_top > a->h || a->pad_bottom > a->h)) ||
+        (a->circular_x && (a->pad_left > a->w || a->pad_right > a->w)))
+        return df_fail(&bk->err, DIFFUSE_ERR_INVALID_ARGUMENT, "conv2d: circular padding larger than the %dx%d input",
+                       a->h, a->w);
     if (hp < a->kh || wp < a->kw)
         return df_fail(&bk->err, DIFFUSE_ERR_INVALID_ARGUMENT,
                        "conv2d: %dx%d kernel larger than the padded %lldx%lld input", a->kh, a->kw, hp, wp);
@@ -63,6 +67,14 @@ static void im2col_row(const float *src, int w, int stride, int off, int w_out, 
     memset(dst + x1, 0, (size_t)(w_out - x1) * sizeof *dst);
 }
 
+/* im2col_row with the row wrapping around (circular padding along x). */
+static void im2col_row_circular(const float *src, int w, int stride, int off, int w_out, float *dst) {
+    for (int x = 0; x < w_out; x++) {
+        int ix = (x * stride + off) % w;
+        dst[x] = src[ix < 0 ? ix + w : ix];
+    }
+}
+
 /* col (K, rows*w_out), K = c_in*kh*kw with row k = (ci*kh + ky)*kw + kx:
  * the input taps of output rows [y0, y0+rows) of one image in (C_in, H, W). */
 static void im2col_band(const bk_backend *bk, const bk_conv2d_args *a, const float *in, int w_out, int y0,
@@ -74,14 +86,18 @@ static void im2col_band(const bk_backend *bk, const bk_conv2d_args *a, const flo
     for (int k = 0; k < K; k++) {
         for (int r = 0; r < rows; r++) {
             const int kx = k % a->kw, ky = (k / a->kw) % a->kh, ci = k / (a->kw * a->kh);
-            const int iy = (y0 + r) * a->stride - a->pad_top + ky;
+            int iy = (y0 + r) * a->stride - a->pad_top + ky;
             float *dst = col + (size_t)k * ld + (size_t)r * w_out;
+            if (a->circular_y) iy = ((iy % a->h) + a->h) % a->h;
             if (iy < 0 || iy >= a->h) {
                 memset(dst, 0, (size_t)w_out * sizeof *dst);
                 continue;
             }
             const float *src = in + ((size_t)ci * a->h + iy) * a->w;
-            im2col_row(src, a->w, a->stride, kx - a->pad_left, w_out, dst);
+            if (a->circular_x)
+                im2col_row_circular(src, a->w, a->stride, kx - a->pad_left, w_out, dst);
+            else
+                im2col_row(src, a->w, a->stride, kx - a->pad_left, w_out, dst);
         }
     }
 }

@@ -244,15 +244,45 @@ static int seen_before(const diffuse_model *m, int c) {
     return 0;
 }
 
-/* Converts weights to float32 (once per file) and counts parameters. */
-static diffuse_status finish(diffuse_model *m, df_error *err) {
-    for (int c = 0; c < DF_COMP_COUNT; c++) {
+/* LOAD progress @step of @total to the host; DIFFUSE_CANCELLED when it asks. */
+static diffuse_status load_progress(const df_load_hooks *h, uint32_t step, uint32_t total, double t0,
+                                    df_error *err) {
+    if (!h || !h->progress_fn) return DIFFUSE_OK;
+    diffuse_progress p;
+    memset(&p, 0, sizeof p);
+    p.struct_size = sizeof p;
+    p.stage = DIFFUSE_STAGE_LOAD;
+    p.step = step;
+    p.total = total;
+    p.elapsed_seconds = df_now() - t0;
+    if (h->progress_fn(&p, h->progress_user))
+        return df_fail(err, DIFFUSE_CANCELLED, "loading cancelled by the progress callback at step %u of %u", step,
+                       total);
+    return DIFFUSE_OK;
+}
+
+/* Weight files of the model (single files share one between components). */
+static uint32_t count_files(const diffuse_model *m) {
+    uint32_t n = 0;
+    for (int c = 0; c < DF_COMP_COUNT; c++) n += !seen_before(m, c);
+    return n;
+}
+
+/* Converts weights to float32 (once per file, LOAD progress after each) and
+ * counts parameters. */
+static diffuse_status finish(diffuse_model *m, const df_load_hooks *h, double t0, df_error *err) {
+    const uint32_t total = count_files(m) + 1;
+    uint32_t done = 0;
+    diffuse_status s = load_progress(h, 0, total, t0, err);
+    for (int c = 0; c < DF_COMP_COUNT && s == DIFFUSE_OK; c++) {
         df_model_component *mc = &m->comp[c];
         if (seen_before(m, c)) continue;
-        diffuse_status s = st_expose_f32(mc->weights, err);
+        s = st_expose_f32(mc->weights, err);
         if (s != DIFFUSE_OK) return s;
         m->weight_bytes += mc->weights->map_size;
+        s = load_progress(h, ++done, total, t0, err);
     }
+    if (s != DIFFUSE_OK) return s;
     for (int c = 0; c < DF_COMP_COUNT; c++) {
         df_model_component *mc = &m->comp[c];
         size_t k = strlen(mc->key_prefix);
@@ -278,6 +308,12 @@ static diffuse_status load_tokenizer(diffuse_model *m, df_error *err) {
 }
 
 diffuse_status df_model_load(const char *path, const df_logger *log, diffuse_model **out, df_error *err) {
+    return df_model_load_ex(path, log, NULL, out, err);
+}
+
+diffuse_status df_model_load_ex(const char *path, const df_logger *log, const df_load_hooks *hooks,
+                                diffuse_model **out, df_error *err) {
+    const double t0 = df_now();
     if (!out) return df_fail(err, DIFFUSE_ERR_INVALID_ARGUMENT, "df_model_load: out is NULL");
     *out = NULL;
     if (!path || !path[0]) return df_fail(err, DIFFUSE_ERR_INVALID_ARGUMENT, "model path is NULL or empty");
@@ -301,10 +337,11 @@ diffuse_status df_model_load(const char *path, const df_logger *log, diffuse_mod
     } else {
         s = df_fail(err, DIFFUSE_ERR_IO, "%s: neither a regular file nor a folder", path);
     }
-    if (s == DIFFUSE_OK) s = finish(m, err);
+    if (s == DIFFUSE_OK) s = finish(m, hooks, t0, err);
     if (s == DIFFUSE_OK && m->single_file) s = df_single_file_map(m, DF_PRED_AUTO, err);
     if (s == DIFFUSE_OK) s = load_tokenizer(m, err);
     if (s == DIFFUSE_OK) s = df_model_build_nets(m, err);
+    if (s == DIFFUSE_OK) s = load_progress(hooks, count_files(m) + 1, count_files(m) + 1, t0, err);
     if (s != DIFFUSE_OK) {
         df_model_free(m);
         return s;
@@ -341,4 +378,19 @@ const st_tensor *df_model_tensor(const diffuse_model *m, df_component c, const c
     int n = snprintf(full, sizeof full, "%s%s", prefix, name);
     if (n < 0 || (size_t)n >= sizeof full) return NULL;
     return st_find(m->comp[c].weights, full);
+}
+
+void df_model_memory(const diffuse_model *m, uint64_t *host_bytes, diffuse_weight_type *dtype) {
+    size_t host = 0, by_dtype[ST_DTYPE_COUNT] = {0};
+    for (int c = 0; c < DF_COMP_COUNT; c++) {
+        const st_file *f = m->comp[c].weights;
+        int seen = 0; /* single files share one st_file between components */
+        for (int d = 0; d < c; d++) seen |= m->comp[d].weights == f;
+        if (f && !seen) st_memory(f, &host, by_dtype);
+    }
+    *host_bytes = host;
+    *dtype = DIFFUSE_WEIGHTS_F32;
+    size_t best = by_dtype[ST_F32];
+    if (by_dtype[ST_F16] > best) *dtype = DIFFUSE_WEIGHTS_F16, best = by_dtype[ST_F16];
+    if (by_dtype[ST_BF16] > best) *dtype = DIFFUSE_WEIGHTS_BF16;
 }

@@ -123,8 +123,25 @@ struct diffuse_model {
  * Thread-safety: concurrent loads are independent. */
 diffuse_status df_model_load(const char *path, const df_logger *log, diffuse_model **out, df_error *err);
 
+/* Load hooks: LOAD progress (step/total: 0, after each weight file's
+ * conversion, after the networks are set up); a nonzero return cancels with
+ * DIFFUSE_CANCELLED and nothing loaded. */
+typedef struct df_load_hooks {
+    diffuse_progress_fn progress_fn;
+    void *progress_user;
+} df_load_hooks;
+
+/* df_model_load with @hooks (may be NULL). */
+diffuse_status df_model_load_ex(const char *path, const df_logger *log, const df_load_hooks *hooks,
+                                diffuse_model **out, df_error *err);
+
 /* Releases everything the model owns. Accepts NULL. */
 void df_model_free(diffuse_model *m);
+
+/* Host memory the model holds once every weight has been used (float32
+ * copies plus in-place float32 file pages) and the dtype most of its stored
+ * weight bytes have. */
+void df_model_memory(const diffuse_model *m, uint64_t *host_bytes, diffuse_weight_type *dtype);
 
 /* The tensor @name of component @c (the component's key_prefix is put in
  * front of @name), or NULL when absent. Its f32 is a float32 view for

@@ -69,6 +69,11 @@ diffuse_status st_open(const char *path, st_file **out, df_error *err);
  * @return DIFFUSE_OK; DIFFUSE_ERR_OUT_OF_MEMORY. */
 diffuse_status st_expose_f32(st_file *f, df_error *err);
 
+/* Adds to *host_bytes the host memory @f's weights take once used (its
+ * float32 slab, plus the file bytes of float32 tensors read in place) and
+ * to dtype_bytes[dtype] the stored bytes of its weight tensors. */
+void st_memory(const st_file *f, size_t *host_bytes, size_t dtype_bytes[ST_DTYPE_COUNT]);
+
 /* The tensor called @name, or NULL. */
 const st_tensor *st_find(const st_file *f, const char *name);
 

@@ -6,6 +6,8 @@
  */
 #include "nets/blocks.h"
 
+#include <stdatomic.h>
+
 #include <stdio.h>
 #include <string.h>
 
@@ -18,6 +20,11 @@
 /* Planning hands out this address: ops never run there, so nothing reads or
  * writes it, and callers only pass it on to ops. */
 static _Alignas(NN_ALIGN) float nn_plan_placeholder[16];
+
+diffuse_status nn_check_cancel(nn_ctx *c) {
+    if (c->planning || !c->bk->cancel || !atomic_load(c->bk->cancel)) return DIFFUSE_OK;
+    return df_fail(&c->bk->err, DIFFUSE_CANCELLED, "cancelled by diffuse_job_cancel");
+}
 
 float *nn_alloc(nn_ctx *c, size_t floats) {
     if (!c->planning) return bk_alloc(c->bk, floats * sizeof(float));
@@ -95,7 +102,9 @@ diffuse_status nn_norm_load(const nn_source *s, const char *base, int c, nn_norm
 
 diffuse_status nn_conv_same(nn_ctx *c, const nn_conv *cv, const float *in, float *out, int n, int h, int w) {
     const int p = (cv->k - 1) / 2;
-    const bk_conv2d_args a = {in, cv->w, cv->b, out, n, cv->c_in, h, w, cv->c_out, cv->k, cv->k, 1, p, p, p, p};
+    const int cx = p > 0 && c->bk && c->bk->seamless_x, cy = p > 0 && c->bk && c->bk->seamless_y;
+    const bk_conv2d_args a = {in, cv->w, cv->b, out, n, cv->c_in, h, w, cv->c_out, cv->k, cv->k, 1, p, p, p, p,
+                              cx, cy};
     NN_OP(c, c->bk->ops->conv2d(c->bk, &a));
     return DIFFUSE_OK;
 }
@@ -209,8 +218,11 @@ diffuse_status downsample2d_forward(nn_ctx *c, const downsample2d *d, const floa
     int pad[4];
     downsample_pads(d, pad);
     const nn_conv *cv = &d->conv;
+    /* A padded conv wraps around in seamless runs; the VAE encoder's explicit
+     * F.pad (padding 0) stays zeros, as in diffusers with circular convs. */
+    const int cx = d->padding > 0 && c->bk && c->bk->seamless_x, cy = d->padding > 0 && c->bk && c->bk->seamless_y;
     const bk_conv2d_args a = {x,  cv->w,  cv->b,  out,    n,      cv->c_in, h,     w,
-                              cv->c_out, 3, 3, 2, pad[0], pad[1], pad[2], pad[3]};
+                              cv->c_out, 3, 3, 2, pad[0], pad[1], pad[2], pad[3], cx, cy};
     NN_OP(c, c->bk->ops->conv2d(c->bk, &a));
     return DIFFUSE_OK;
 }
@@ -235,7 +247,7 @@ static diffuse_status crop_last(nn_ctx *c, const float *in, float *out, int plan
     NN_ALLOC(c, delta, 4);
     static const float taps[4] = {1.0f, 0.0f, 0.0f, 0.0f};
     NN_OP(c, c->bk->ops->upload(c->bk, delta, taps, sizeof taps));
-    const bk_conv2d_args a = {in, delta, NULL, out, planes, 1, h2, w2, 1, 1 + crop_h, 1 + crop_w, 1, 0, 0, 0, 0};
+    const bk_conv2d_args a = {in, delta, NULL, out, planes, 1, h2, w2, 1, 1 + crop_h, 1 + crop_w, 1, 0, 0, 0, 0, 0, 0};
     NN_OP(c, c->bk->ops->conv2d(c->bk, &a));
     return DIFFUSE_OK;
 }

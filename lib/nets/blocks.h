@@ -40,6 +40,10 @@ typedef struct nn_ctx {
 float *nn_alloc(nn_ctx *c, size_t floats);
 size_t nn_mark(const nn_ctx *c);
 void nn_release(nn_ctx *c, size_t mark);
+/* DIFFUSE_CANCELLED (message in bk->err) once the backend's cancel flag is
+ * set; DIFFUSE_OK otherwise and always while planning. */
+diffuse_status nn_check_cancel(nn_ctx *c);
+
 /* Status to return after a failed nn_alloc. */
 diffuse_status nn_alloc_failed(const nn_ctx *c);
 

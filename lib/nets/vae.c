@@ -343,6 +343,7 @@ static diffuse_status vae_encoder_run(nn_ctx *c, const vae_model *m, const float
     for (int i = 0; i < cf->levels; i++) {
         const vae_down_block *d = &m->down[i];
         for (int j = 0; j < cf->layers; j++) {
+            NN_TRY(nn_check_cancel(c));
             NN_TRY(resnet_block_forward(c, &d->res[j], a, NULL, b, n, h, w));
             swap_maps(&a, &b);
         }
@@ -375,10 +376,12 @@ static diffuse_status vae_decoder_run(nn_ctx *c, const vae_model *m, const float
     }
     NN_TRY(nn_conv_same(c, &m->dec_conv_in, a, b, n, h, w));
     swap_maps(&a, &b);
+    NN_TRY(nn_check_cancel(c));
     NN_TRY(vae_mid_forward(c, &m->dec_mid, &a, &b, n, h, w));
     for (int i = 0; i < cf->levels; i++) {
         const vae_up_block *u = &m->up[i];
         for (int j = 0; j < cf->layers + 1; j++) {
+            NN_TRY(nn_check_cancel(c));
             NN_TRY(resnet_block_forward(c, &u->res[j], a, NULL, b, n, h, w));
             swap_maps(&a, &b);
         }
@@ -387,6 +390,7 @@ static diffuse_status vae_decoder_run(nn_ctx *c, const vae_model *m, const float
         h *= 2, w *= 2;
         swap_maps(&a, &b);
     }
+    NN_TRY(nn_check_cancel(c));
     NN_TRY(nn_group_norm(c, &m->dec_norm_out, a, a, n, h * w, cf->groups, VAE_EPS, 1));
     return nn_conv_same(c, &m->dec_conv_out, a, image, n, h, w);
 }

@@ -345,6 +345,7 @@ static diffuse_status edit_denoise(df_run *r, edit_plan *g, uint32_t i) {
         if (st == DIFFUSE_OK)
             st = pipe_unet_eval(r, &g->text, g->unet_in, g->unet_out, b, g->h, g->w, t, g->p->guidance_scale,
                                 g->numel, g->eps);
+        if (st == DIFFUSE_OK) st = pipe_preview_x0(r, s, e, e + 1 - first, n_evals - first, g->x, g->eps);
         if (st == DIFFUSE_OK) st = sched_step(s, e, g->eps, g->x, rng, 1, g->x, r->err);
         if (st == DIFFUSE_OK && g->cin == g->lc) st = edit_blend(r, g, s, e);
         if (st == DIFFUSE_OK)
@@ -359,8 +360,10 @@ diffuse_status pipe_edit(df_run *r, const diffuse_edit_params *p, diffuse_images
     edit_plan g;
     diffuse_images *images = NULL;
     diffuse_status st = edit_plan_init(r, p, &g);
+    r->decode_tile = g.dec_tile;
     if (st == DIFFUSE_OK)
-        st = pipe_images_alloc(r, p->n_images, (uint32_t)g.width, (uint32_t)g.height, &p->output, p->seed, &images);
+        st = pipe_images_alloc(r, p->n_images, (uint32_t)g.width, (uint32_t)g.height, &p->output,
+                               p->output_images, p->seed, &images);
     const size_t base = bk_mark(r->bk);
     if (st == DIFFUSE_OK) st = edit_prepare(r, &g);
     for (uint32_t i = 0; st == DIFFUSE_OK && i < p->n_images; i++) {

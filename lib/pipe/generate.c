@@ -35,23 +35,30 @@ typedef struct gen_plan {
     int vae_tile;         /* 0: decode whole; else latent tile side */
 } gen_plan;
 
-static diffuse_status gen_reserve(df_run *r, gen_plan *g) {
+size_t pipe_generate_arena_bytes(const df_run *r, int cfg, int height, int width, int *vae_tile) {
     const diffuse_model *m = r->model;
-    const int b = 1 + g->cfg;
+    const int b = 1 + cfg, f = (int)m->dims.vae_scale_factor;
+    const size_t numel = (size_t)m->dims.latent_channels * (height / f) * (width / f);
     const size_t text = (size_t)b * m->text_net->cfg.max_positions * m->text_net->cfg.hidden * sizeof(float);
-    const size_t lat = (size_t)b * g->numel * sizeof(float);
+    const size_t lat = (size_t)b * numel * sizeof(float);
     size_t work = pipe_text_workspace_bytes(m, b);
-    size_t unet = unet_workspace_bytes(m->unet_net, b, g->h, g->w, m->text_net->cfg.max_positions);
+    size_t unet = unet_workspace_bytes(m->unet_net, b, height / f, width / f, m->text_net->cfg.max_positions);
     size_t vae;
-    pipe_plan_decode(r, text + 2 * lat, g->width, g->height, &g->vae_tile, &vae);
-    if (!unet || !vae)
-        return df_fail(r->err, DIFFUSE_ERR_INVALID_ARGUMENT, "size %dx%d is too small for this model", g->width,
-                       g->height);
+    pipe_plan_decode(r, text + 2 * lat, width, height, vae_tile, &vae);
+    if (!unet || !vae) return 0;
     /* the decode runs above the embeddings and UNet buffers, with its latents and output */
-    const size_t decode = vae + (g->numel + (size_t)3 * g->width * g->height) * sizeof(float) + 2 * 64;
+    const size_t decode = vae + (numel + (size_t)3 * width * height) * sizeof(float) + 2 * 64;
     if (unet > work) work = unet;
     if (decode > work) work = decode;
-    return pipe_reserve(r, text + 2 * lat + 3 * 64 + work);
+    return text + 2 * lat + 3 * 64 + work;
+}
+
+static diffuse_status gen_reserve(df_run *r, gen_plan *g) {
+    const size_t bytes = pipe_generate_arena_bytes(r, g->cfg, g->height, g->width, &g->vae_tile);
+    if (!bytes)
+        return df_fail(r->err, DIFFUSE_ERR_INVALID_ARGUMENT, "size %dx%d is too small for this model", g->width,
+                       g->height);
+    return pipe_reserve(r, bytes);
 }
 
 /* One sampler run for image @k: writes the final latents into g->x. */
@@ -79,6 +86,7 @@ static diffuse_status gen_denoise(df_run *r, gen_plan *g, uint64_t seed) {
         /* after the combine, eps holds the guided prediction and eps + numel still the conditional one */
         if (st == DIFFUSE_OK && g->cfg && g->p->guidance_rescale > 0.0f)
             st = guidance_rescale(g->eps, g->eps + g->numel, 1, g->numel, g->p->guidance_rescale, r->err);
+        if (st == DIFFUSE_OK) st = pipe_preview_x0(r, s, i, i + 1, n_evals, g->x, g->eps);
         if (st == DIFFUSE_OK) st = sched_step(s, i, g->eps, g->x, &rng, 1, g->x, r->err);
         if (st == DIFFUSE_OK) st = pipe_progress(r, DIFFUSE_STAGE_DENOISE, (uint32_t)(i + 1), (uint32_t)n_evals);
     }
@@ -120,9 +128,13 @@ static void gen_plan_free(gen_plan *g) {
 diffuse_status pipe_generate(df_run *r, const diffuse_generate_params *p, diffuse_images **out) {
     gen_plan g;
     diffuse_images *images = NULL;
+    r->bk->seamless_x = p->tile_x != 0; /* circular convolutions for this run (api.c resets them) */
+    r->bk->seamless_y = p->tile_y != 0;
     diffuse_status st = gen_plan_init(r, p, &g);
-    if (st == DIFFUSE_OK) st = pipe_images_alloc(r, p->n_images, (uint32_t)g.width, (uint32_t)g.height, &p->output,
-                                                 p->seed, &images);
+    r->decode_tile = g.vae_tile;
+    if (st == DIFFUSE_OK)
+        st = pipe_images_alloc(r, p->n_images, (uint32_t)g.width, (uint32_t)g.height, &p->output, p->output_images,
+                               p->seed, &images);
     const int b = 1 + g.cfg;
     const size_t base = bk_mark(r->bk);
     if (st == DIFFUSE_OK) {

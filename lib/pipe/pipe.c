@@ -6,6 +6,8 @@
  */
 #include "pipe/pipe.h"
 
+#include "sched/sched.h"
+
 #include "nets/unet.h"
 #include "nets/vae.h"
 #include "sched/guidance.h"
@@ -18,11 +20,7 @@
 #include <string.h>
 #include <time.h>
 
-double pipe_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+double pipe_now(void) { return df_now(); }
 
 /* Projects the sample to a (lat_h x lat_w) RGB8 image and hands it to the
  * host's preview callback. */
@@ -135,13 +133,51 @@ diffuse_status pipe_fit_preview(const diffuse_model *m, bk_backend *bk, float *p
     return st;
 }
 
+static diffuse_status decode_core(df_run *r, const float *x, int h, int w, int tile, float *rgb, diffuse_image *img);
+
+/* The preview as a VAE decode of r->preview_x0, at the output size. */
+static diffuse_status pipe_preview_decoded(df_run *r, const diffuse_progress *p) {
+    const int f = (int)r->model->dims.vae_scale_factor;
+    const uint32_t W = (uint32_t)(r->lat_w * f), H = (uint32_t)(r->lat_h * f);
+    float *rgb = malloc((size_t)3 * W * H * sizeof(float));
+    uint8_t *px = malloc((size_t)3 * W * H);
+    diffuse_status st = DIFFUSE_OK;
+    if (!rgb || !px) st = df_fail(r->err, DIFFUSE_ERR_OUT_OF_MEMORY, "out of memory for a decoded preview");
+    diffuse_image img = {W, H, W * 3, DIFFUSE_PIXEL_RGB8, DIFFUSE_ORIGIN_TOP_LEFT, DIFFUSE_COLOR_SRGB, px};
+    if (st == DIFFUSE_OK) st = decode_core(r, r->preview_x0, r->lat_h, r->lat_w, r->decode_tile, rgb, &img);
+    if (st == DIFFUSE_OK) r->preview_fn(&img, p, r->preview_user);
+    r->preview_x0_ready = 0;
+    free(rgb);
+    free(px);
+    return st;
+}
+
+diffuse_status pipe_preview_x0(df_run *r, const struct sched *s, size_t i, size_t step, size_t total, const float *x,
+                               const float *eps) {
+    if (!r->preview_fn || !r->preview_decode_every || !r->latents || r->preview_every == 0) return DIFFUSE_OK;
+    const int due = step % r->preview_every == 0 || step == total;
+    if (!due || (step % r->preview_decode_every != 0 && step != total)) return DIFFUSE_OK;
+    const size_t numel = (size_t)r->lat_c * r->lat_h * r->lat_w;
+    if (!r->preview_x0 && !(r->preview_x0 = malloc(numel * sizeof(float))))
+        return df_fail(r->err, DIFFUSE_ERR_OUT_OF_MEMORY, "out of memory for a decoded preview");
+    diffuse_status st = sched_predict_x0(s, i, x, eps, r->preview_x0, r->err);
+    r->preview_x0_ready = st == DIFFUSE_OK;
+    return st;
+}
+
+void pipe_run_cleanup(df_run *r) {
+    free(r->preview_x0);
+    r->preview_x0 = NULL;
+    r->preview_x0_ready = 0;
+}
+
 diffuse_status pipe_progress(df_run *r, diffuse_stage stage, uint32_t step, uint32_t total) {
     if (!r->progress_fn && !r->observe && !r->cancel && !r->preview_fn) return DIFFUSE_OK;
     diffuse_progress p = {sizeof p, stage, step, total, r->image_index, r->image_count, pipe_now() - r->t_start};
     if (r->observe) r->observe(r->observe_user, &p);
     if (r->preview_fn && r->latents && stage == DIFFUSE_STAGE_DENOISE && step > 0 &&
         (step % r->preview_every == 0 || step == total)) {
-        diffuse_status s = pipe_preview(r, &p);
+        diffuse_status s = r->preview_x0_ready ? pipe_preview_decoded(r, &p) : pipe_preview(r, &p);
         if (s != DIFFUSE_OK) return s;
     }
     if (r->cancel && atomic_load_explicit(r->cancel, memory_order_acquire))
@@ -170,7 +206,8 @@ void pipe_plan_decode(const df_run *r, size_t fixed, int width, int height, int 
     const size_t limit = r->memory_budget ? (size_t)r->memory_budget : PIPE_VAE_UNTILED_MAX + fixed;
     *tile = 0;
     *bytes = vae_workspace_bytes(v, VAE_DECODE, 1, height, width);
-    if (fixed + *bytes <= limit) return;
+    /* Seamless output decodes whole: blended tiles would not wrap around. */
+    if (fixed + *bytes <= limit || (r->bk && (r->bk->seamless_x || r->bk->seamless_y))) return;
     const int t = v->cfg.sample_size / v->cfg.scale; /* diffusers' tile_latent_min_size */
     if (t <= 0 || (width / v->cfg.scale <= t && height / v->cfg.scale <= t)) return;
     *tile = t;
@@ -214,11 +251,19 @@ diffuse_status pipe_unet_eval(df_run *r, const pipe_text *text, const float *une
 }
 
 diffuse_status pipe_vae_decode(df_run *r, const float *x, int h, int w, int tile, float *rgb, diffuse_image *img) {
+    diffuse_status st = pipe_progress(r, DIFFUSE_STAGE_DECODE, 0, 1);
+    if (st == DIFFUSE_OK) st = decode_core(r, x, h, w, tile, rgb, img);
+    if (st == DIFFUSE_OK) st = pipe_progress(r, DIFFUSE_STAGE_DECODE, 1, 1);
+    return st;
+}
+
+/* pipe_vae_decode without progress reports (also the decoded previews'). */
+static diffuse_status decode_core(df_run *r, const float *x, int h, int w, int tile, float *rgb, diffuse_image *img) {
     const bk_ops *o = r->bk->ops;
     const vae_model *vae = r->model->vae_net;
     const size_t numel = (size_t)vae->cfg.latent_channels * h * w;
     const size_t pix = (size_t)3 * img->width * img->height;
-    diffuse_status st = pipe_progress(r, DIFFUSE_STAGE_DECODE, 0, 1);
+    diffuse_status st = DIFFUSE_OK;
     const size_t mark = bk_mark(r->bk);
     float *z = st == DIFFUSE_OK ? bk_alloc(r->bk, numel * sizeof(float)) : NULL;
     float *out = z ? bk_alloc(r->bk, pix * sizeof(float)) : NULL;
@@ -231,7 +276,6 @@ diffuse_status pipe_vae_decode(df_run *r, const float *x, int h, int w, int tile
     if (st == DIFFUSE_OK) st = o->download(r->bk, rgb, out, pix * sizeof(float));
     bk_release(r->bk, mark);
     if (st == DIFFUSE_OK) pipe_store_image(rgb, img);
-    if (st == DIFFUSE_OK) st = pipe_progress(r, DIFFUSE_STAGE_DECODE, 1, 1);
     return st;
 }
 
@@ -296,10 +340,32 @@ diffuse_status pipe_encode_prompts(df_run *r, const char *prompt, const char *ne
 
 static int bytes_per_pixel(diffuse_pixel_format f) { return f == DIFFUSE_PIXEL_RGB8 ? 3 : 4; }
 
+/* Checks a caller-supplied output image against the call's size. */
+static diffuse_status check_into(df_run *r, uint32_t i, const diffuse_image *x, uint32_t w, uint32_t h) {
+    if ((unsigned)x->format > DIFFUSE_PIXEL_BGRA8 || (unsigned)x->origin > DIFFUSE_ORIGIN_BOTTOM_LEFT ||
+        (unsigned)x->color_space > DIFFUSE_COLOR_LINEAR)
+        return df_fail(r->err, DIFFUSE_ERR_INVALID_ARGUMENT, "output_images[%u]: format, origin or color_space out "
+                       "of range", i);
+    if (x->width != w || x->height != h)
+        return df_fail(r->err, DIFFUSE_ERR_INVALID_ARGUMENT, "output_images[%u] is %ux%u; the output is %ux%u", i,
+                       x->width, x->height, w, h);
+    if (!x->data) return df_fail(r->err, DIFFUSE_ERR_INVALID_ARGUMENT, "output_images[%u].data is NULL", i);
+    if ((uint64_t)x->stride < (uint64_t)w * (uint64_t)bytes_per_pixel(x->format))
+        return df_fail(r->err, DIFFUSE_ERR_INVALID_ARGUMENT, "output_images[%u].stride %u is below width * %d", i,
+                       x->stride, bytes_per_pixel(x->format));
+    return DIFFUSE_OK;
+}
+
 diffuse_status pipe_images_alloc(df_run *r, uint32_t n, uint32_t w, uint32_t h, const diffuse_output_format *fmt,
-                                 uint64_t seed, diffuse_images **out) {
-    diffuse_images *im = calloc(1, sizeof *im);
+                                 diffuse_image *into, uint64_t seed, diffuse_images **out) {
+    for (uint32_t i = 0; into && i < n; i++) {
+        diffuse_status st = check_into(r, i, &into[i], w, h);
+        if (st != DIFFUSE_OK) return st;
+    }
+    df_images *priv = calloc(1, sizeof *priv);
+    diffuse_images *im = priv ? &priv->pub : NULL;
     if (im) {
+        priv->caller_pixels = into != NULL;
         im->images = calloc(n, sizeof *im->images);
         im->seeds = calloc(n, sizeof *im->seeds);
     }
@@ -307,6 +373,11 @@ diffuse_status pipe_images_alloc(df_run *r, uint32_t n, uint32_t w, uint32_t h, 
     im->count = n;
     for (uint32_t i = 0; i < n; i++) {
         diffuse_image *x = &im->images[i];
+        im->seeds[i] = seed + i;
+        if (into) {
+            *x = into[i];
+            continue;
+        }
         x->width = w;
         x->height = h;
         x->stride = w * (uint32_t)bytes_per_pixel(fmt->format);
@@ -315,7 +386,6 @@ diffuse_status pipe_images_alloc(df_run *r, uint32_t n, uint32_t w, uint32_t h, 
         x->color_space = fmt->color_space;
         x->data = calloc((size_t)x->stride * h, 1);
         if (!x->data) goto oom;
-        im->seeds[i] = seed + i;
     }
     *out = im;
     return DIFFUSE_OK;

@@ -45,7 +45,28 @@ typedef struct df_run {
     const float *preview_proj;
     const float *latents;
     int lat_c, lat_h, lat_w;
+    /* Decoded previews (diffuse_ctx_set_preview_decode): at preview steps
+     * that are multiples of @preview_decode_every (and the last), the
+     * pipelines leave the predicted clean latents in @preview_x0 (host,
+     * lat_c * lat_h * lat_w floats, allocated on first use and freed by
+     * pipe_run_cleanup) and set @preview_x0_ready; the preview is then the VAE
+     * decode of it, tiled as @decode_tile (what the pipeline planned). */
+    uint32_t preview_decode_every;
+    int decode_tile;
+    float *preview_x0;
+    int preview_x0_ready;
 } df_run;
+
+struct sched;
+
+/* Before sched_step of evaluation @i, reported as DENOISE @step of @total:
+ * when a decoded preview is due at that step, stores the predicted clean
+ * latents of sample @x and guided model output @eps. */
+diffuse_status pipe_preview_x0(df_run *r, const struct sched *s, size_t i, size_t step, size_t total, const float *x,
+                               const float *eps);
+
+/* Frees what a run allocated for previews. */
+void pipe_run_cleanup(df_run *r);
 
 /* Where the sample is while denoising (NULL: no preview). */
 static inline void pipe_set_latents(df_run *r, const float *x, int c, int h, int w) {
@@ -104,10 +125,18 @@ diffuse_status pipe_reserve(df_run *r, size_t bytes);
  * model's native latent tile; *bytes is the pass's workspace. */
 void pipe_plan_decode(const df_run *r, size_t fixed, int width, int height, int *tile, size_t *bytes);
 
-/* Allocates the result of a call: @n images of WxH in @fmt, zeroed.
- * Seeds seed + i. Free with diffuse_images_free. */
+/* What the library allocates behind a diffuse_images (the public struct is
+ * its first member): whether the pixels are the caller's (output_images). */
+typedef struct df_images {
+    diffuse_images pub;
+    int caller_pixels; /* 1: diffuse_images_free leaves images[i].data alone */
+} df_images;
+
+/* Allocates the result of a call: @n images of WxH in @fmt, zeroed, or,
+ * when @into is not NULL, pointing at the caller's n images (checked: size,
+ * enums, data, stride). Seeds seed + i. Free with diffuse_images_free. */
 diffuse_status pipe_images_alloc(df_run *r, uint32_t n, uint32_t w, uint32_t h, const diffuse_output_format *fmt,
-                                 uint64_t seed, diffuse_images **out);
+                                 diffuse_image *into, uint64_t seed, diffuse_images **out);
 
 /* Writes a decoded image (3, H, W) float in [-1, 1] (host memory) into @img
  * as diffusers' postprocess + numpy_to_pil does: round(clamp(x/2 + 0.5) * 255)
@@ -156,6 +185,25 @@ diffuse_status pipe_unet_eval(df_run *r, const pipe_text *text, const float *une
  * @tile latents, into @img (DECODE progress 0/1 and 1/1), using @rgb (3,
  * h*f, w*f floats, host) as scratch. */
 diffuse_status pipe_vae_decode(df_run *r, const float *x, int h, int w, int tile, float *rgb, diffuse_image *img);
+
+/* Arena bytes diffuse_generate reserves for one image of @width x @height
+ * (with guidance when @cfg); *vae_tile as pipe_plan_decode. 0 when the size
+ * is too small for the model. */
+size_t pipe_generate_arena_bytes(const df_run *r, int cfg, int height, int width, int *vae_tile);
+
+/* What one call needs (diffuse_estimate_memory; estimate.c). */
+typedef struct pipe_estimate_t {
+    size_t arena_bytes;  /* the context's arena */
+    size_t host_bytes;   /* the pipeline's own host buffers */
+    size_t output_bytes; /* returned images */
+    int vae_tiled;       /* a VAE pass runs in tiles */
+    int fits;            /* arena within r->memory_budget (or no budget) */
+} pipe_estimate_t;
+
+/* Plans a call of @op on @width x @height (already the native size when the
+ * query said 0) without running it. @r needs model, err and memory_budget. */
+diffuse_status pipe_estimate(const df_run *r, diffuse_operation op, int width, int height, uint32_t n, int cfg,
+                             diffuse_pixel_format format, pipe_estimate_t *e);
 
 /* The pipelines. @p has been checked by api.c. */
 diffuse_status pipe_generate(df_run *r, const diffuse_generate_params *p, diffuse_images **out);

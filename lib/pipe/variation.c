@@ -163,6 +163,7 @@ static diffuse_status var_denoise(df_run *r, var_plan *g, uint64_t seed) {
         if (st == DIFFUSE_OK)
             st = pipe_unet_eval(r, &g->text, g->unet_in, g->unet_out, b, g->h, g->w, t, g->p->guidance_scale,
                                 g->numel, g->eps);
+        if (st == DIFFUSE_OK) st = pipe_preview_x0(r, s, i, i + 1 - first, n_evals - first, g->x, g->eps);
         if (st == DIFFUSE_OK) st = sched_step(s, i, g->eps, g->x, &rng, 1, g->x, r->err);
         if (st == DIFFUSE_OK)
             st = pipe_progress(r, DIFFUSE_STAGE_DENOISE, (uint32_t)(i + 1 - first), (uint32_t)(n_evals - first));
@@ -195,8 +196,10 @@ diffuse_status pipe_variation(df_run *r, const diffuse_variation_params *p, diff
     var_plan g;
     diffuse_images *images = NULL;
     diffuse_status st = var_plan_init(r, p, &g);
+    r->decode_tile = g.dec_tile;
     if (st == DIFFUSE_OK)
-        st = pipe_images_alloc(r, p->n_images, (uint32_t)g.width, (uint32_t)g.height, &p->output, p->seed, &images);
+        st = pipe_images_alloc(r, p->n_images, (uint32_t)g.width, (uint32_t)g.height, &p->output,
+                               p->output_images, p->seed, &images);
     const size_t base = bk_mark(r->bk);
     if (st == DIFFUSE_OK) st = var_prepare(r, &g);
     for (uint32_t i = 0; st == DIFFUSE_OK && i < p->n_images; i++) {

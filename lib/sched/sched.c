@@ -248,3 +248,37 @@ diffuse_status sched_add_noise(const sched *s, size_t i, const float *x0, const 
     for (size_t j = 0; j < s->numel; j++) out[j] = a * x0[j] + b * noise[j];
     return DIFFUSE_OK;
 }
+
+diffuse_status sched_predict_x0(const sched *s, size_t i, const float *x, const float *model_output, float *out,
+                                df_error *err) {
+    if (!s || !x || !model_output || !out)
+        return df_fail(err, DIFFUSE_ERR_INVALID_ARGUMENT, "sched_predict_x0: NULL argument");
+    if (i >= s->n_evals)
+        return df_fail(err, DIFFUSE_ERR_INVALID_ARGUMENT, "evaluation %zu out of range (%zu)", i, s->n_evals);
+    float a, b; /* x = a x0 + b eps in the sampler's own scaling */
+    switch (s->cfg.kind) {
+    case SCHED_DDIM:
+    case SCHED_DDPM:
+    case SCHED_PNDM: {
+        const float ac = s->alphas_cumprod[(int)s->timesteps[i]];
+        a = sqrtf(ac);
+        b = sqrtf(1.0f - ac);
+        break;
+    }
+    case SCHED_DPM:
+    case SCHED_UNIPC: sched_sigma_to_alpha_sigma(s->sigmas[i], &a, &b); break;
+    default: { /* k-diffusion: x = x0 + sigma eps; the model sees x / sqrt(sigma^2 + 1) */
+        const float sg = s->sigmas[i], c = 1.0f / sqrtf(sg * sg + 1.0f);
+        for (size_t j = 0; j < s->numel; j++)
+            out[j] = s->cfg.pred == PRED_V ? model_output[j] * (-sg * c) + x[j] * c * c
+                   : s->cfg.pred == PRED_SAMPLE ? model_output[j]
+                                                : x[j] - sg * model_output[j];
+        return DIFFUSE_OK;
+    }
+    }
+    for (size_t j = 0; j < s->numel; j++)
+        out[j] = s->cfg.pred == PRED_V       ? a * x[j] - b * model_output[j]
+               : s->cfg.pred == PRED_SAMPLE ? model_output[j]
+                                            : (x[j] - b * model_output[j]) / (a > 1e-12f ? a : 1e-12f);
+    return DIFFUSE_OK;
+}

@@ -141,4 +141,16 @@ diffuse_status sched_step(sched *s, size_t i, const float *model_output, const f
 diffuse_status sched_add_noise(const sched *s, size_t i, const float *x0, const float *noise, float *out,
                                df_error *err);
 
+/*
+ * sched_predict_x0() - the clean latents the model output @model_output at
+ * the current sample @x of evaluation @i implies (diffusers'
+ * pred_original_sample, without clipping): for a sample x = a x0 + b eps in
+ * the sampler's scaling, x0 = (x - b eps) / a (epsilon), a x - b v with
+ * a^2 + b^2 = 1 (v-prediction). Used for decoded previews. @out may equal
+ * either input.
+ * @return DIFFUSE_ERR_INVALID_ARGUMENT for NULL or i out of range.
+ */
+diffuse_status sched_predict_x0(const sched *s, size_t i, const float *x, const float *model_output, float *out,
+                                df_error *err);
+
 #endif /* DIFFUSE_SCHED_SCHED_H */

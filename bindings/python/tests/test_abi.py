@@ -79,7 +79,15 @@ def _c_layout_program() -> str:
             lines.append(
                 f'    printf("{name}.{field} %zu,%zu\\n", offsetof({name}, {field}), sizeof((({name} *)0)->{field}));'
             )
-    enums_c = ["diffuse_status", "diffuse_stage", "diffuse_sampler", "diffuse_pixel_format", "diffuse_device"]
+    enums_c = [
+        "diffuse_status",
+        "diffuse_stage",
+        "diffuse_sampler",
+        "diffuse_pixel_format",
+        "diffuse_device",
+        "diffuse_weight_type",
+        "diffuse_operation",
+    ]
     for e in enums_c:
         lines.append(f'    printf("{e} %zu\\n", sizeof({e}));')
     body = "\n".join(lines)
@@ -137,6 +145,8 @@ _ENUM_PREFIXES = {
     "DIFFUSE_ORIGIN_": enums.RowOrigin,
     "DIFFUSE_COLOR_": enums.ColorSpace,
     "DIFFUSE_SAMPLER_": enums.Sampler,
+    "DIFFUSE_JOB_": enums.JobState,
+    "DIFFUSE_OP_": enums.Operation,
 }
 
 

@@ -10,18 +10,30 @@ and variation in C, behind a stable C ABI), through ctypes.
 libdiffuse is found through DIFFUSE_LIBRARY, then the installed library,
 then the build folder of the source tree (see ``diffuse._lib``); it is
 loaded on first use. ``library_path()`` says which file was loaded.
+
+Asynchronous jobs (``ctx.start_generate(...)`` -> :class:`Job` with
+``poll()``, ``wait()``, ``cancel()``, ``result()``) keep a host's frame loop
+free; ``ctx.set_preview(fn, every=k)`` shows the image as it forms.
+
+Since 0.3: ``model.estimate_memory(...)`` says what a call would need,
+``diffuse.list_devices()`` and ``ctx.device`` what runs where, ``out=``
+writes images into caller arrays, and ``Model(path, progress=...)``
+reports (and can cancel) loading.
 """
 
 from __future__ import annotations
 
 from ._images import have_pillow
 from ._lib import EXPECTED_MAJOR, LibraryNotFoundError, LibraryVersionError, library_path
-from .context import Context, Progress, ProgressCallback
+from .context import Context, PreviewCallback, Progress, ProgressCallback
+from .devices import ContextDevice, DeviceInfo, list_devices
 from .enums import (
     ColorSpace,
     Device,
     Family,
+    JobState,
     LogLevel,
+    Operation,
     PixelFormat,
     Precision,
     RowOrigin,
@@ -37,15 +49,17 @@ from .errors import (
     DeviceError,
     DiffuseError,
     DiffuseIOError,
+    DiffuseTimeoutError,
     InvalidArgumentError,
     ModelError,
     NotFoundError,
     OutOfMemoryError,
     UnsupportedError,
 )
-from .model import LogCallback, Model
+from .job import Job, JobStatus
+from .model import LogCallback, MemoryEstimate, Model
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "BusyError",
@@ -53,22 +67,31 @@ __all__ = [
     "ClosedError",
     "ColorSpace",
     "Context",
+    "ContextDevice",
     "Device",
+    "DeviceInfo",
     "DeviceError",
     "DiffuseError",
     "DiffuseIOError",
+    "DiffuseTimeoutError",
     "EXPECTED_MAJOR",
     "Family",
     "InvalidArgumentError",
+    "Job",
+    "JobState",
+    "JobStatus",
     "LibraryNotFoundError",
     "LibraryVersionError",
     "LogCallback",
     "LogLevel",
+    "MemoryEstimate",
     "Model",
     "ModelError",
     "NotFoundError",
+    "Operation",
     "OutOfMemoryError",
     "PixelFormat",
+    "PreviewCallback",
     "Precision",
     "Progress",
     "ProgressCallback",
@@ -80,6 +103,7 @@ __all__ = [
     "WeightType",
     "have_pillow",
     "library_path",
+    "list_devices",
     "status_string",
     "version",
     "version_info",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import os
-from typing import TYPE_CHECKING, Any, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -114,31 +114,42 @@ def c_image(arr: np.ndarray) -> _lib.diffuse_image:
 _CHANNELS = {PixelFormat.RGB8: 3, PixelFormat.RGBA8: 4, PixelFormat.BGRA8: 4}
 
 
-def from_c_images(images: _lib.diffuse_images, return_numpy: Optional[bool]) -> List[ImageOutput]:
-    """Copies library-owned images out (the caller frees them afterwards)."""
+def from_c_image(im: _lib.diffuse_image, seed: Optional[int], pil: Any) -> ImageOutput:
+    """Copies one library-owned image out: a PIL image (with ``info["seed"]``
+    when *seed* is not None) when *pil* is the PIL.Image module, else a
+    numpy uint8 array (H, W, 3|4)."""
+    c = _CHANNELS[PixelFormat(im.format)]
+    h, w, stride = im.height, im.width, im.stride
+    raw = ctypes.string_at(im.data, stride * h)
+    arr = np.frombuffer(raw, dtype=np.uint8).reshape(h, stride)[:, : w * c].reshape(h, w, c)
+    if im.format == PixelFormat.BGRA8:
+        arr = arr[..., [2, 1, 0, 3]]
+    if im.origin == 1:  # bottom-left
+        arr = arr[::-1]
+    arr = np.array(arr)  # own, writable, contiguous
+    if pil is None:
+        return arr
+    img = pil.frombytes("RGB" if c == 3 else "RGBA", (w, h), arr.tobytes())
+    if seed is not None:
+        img.info["seed"] = seed
+    return img
+
+
+def pil_for_output(return_numpy: Optional[bool]) -> Any:
+    """The PIL.Image module when outputs should be PIL images, else None
+    (``return_numpy`` None = PIL when Pillow is installed)."""
     if return_numpy is None:
         return_numpy = _PILImage is None
-    pil = None if return_numpy else _need_pillow("returning PIL images (or pass return_numpy=True)")
+    return None if return_numpy else _need_pillow("returning PIL images (or pass return_numpy=True)")
+
+
+def from_c_images(images: _lib.diffuse_images, return_numpy: Optional[bool]) -> List[ImageOutput]:
+    """Copies library-owned images out (the caller frees them afterwards)."""
+    pil = pil_for_output(return_numpy)
     out: List[ImageOutput] = []
     for i in range(images.count):
-        im = images.images[i]
-        c = _CHANNELS[PixelFormat(im.format)]
-        h, w, stride = im.height, im.width, im.stride
-        raw = ctypes.string_at(im.data, stride * h)
-        arr = np.frombuffer(raw, dtype=np.uint8).reshape(h, stride)[:, : w * c].reshape(h, w, c)
-        if im.format == PixelFormat.BGRA8:
-            arr = arr[..., [2, 1, 0, 3]]
-        if im.origin == 1:  # bottom-left
-            arr = arr[::-1]
-        arr = np.array(arr)  # own, writable, contiguous
         seed = int(images.seeds[i]) if images.seeds else None
-        if pil is not None:
-            img = pil.frombytes("RGB" if c == 3 else "RGBA", (w, h), arr.tobytes())
-            if seed is not None:
-                img.info["seed"] = seed
-            out.append(img)
-        else:
-            out.append(arr)
+        out.append(from_c_image(images.images[i], seed, pil))
     return out
 
 
@@ -150,3 +161,64 @@ def output_format(mode: str) -> Tuple[PixelFormat, str]:
     if m == "RGBA":
         return PixelFormat.RGBA8, m
     raise ValueError(f"mode must be 'RGB' or 'RGBA', not {mode!r}")
+
+
+#: What ``out=`` accepts: one (H, W, C) array, an (N, H, W, C) array, or a
+#: sequence of (H, W, C) arrays.
+OutArrays = Union[np.ndarray, Sequence[np.ndarray]]
+
+
+def out_arrays(out: OutArrays) -> List[np.ndarray]:
+    """The caller's output arrays of ``out=``, one per image, checked to be
+    writable uint8 (H, W, 3|4) arrays whose pixels and channels are packed
+    (rows may be further apart: a row-strided view of a larger array)."""
+    if isinstance(out, np.ndarray):
+        arrays = [out] if out.ndim == 3 else list(out) if out.ndim == 4 else None
+        if arrays is None:
+            raise ValueError(f"out: expected an array (H, W, 3|4) or (N, H, W, 3|4), got shape {out.shape}")
+    elif isinstance(out, Sequence) and not isinstance(out, (str, bytes)):
+        arrays = list(out)
+    else:
+        raise TypeError(f"out must be a numpy uint8 array or a sequence of them, not {type(out).__name__}")
+    if not arrays:
+        raise ValueError("out holds no arrays")
+    for i, a in enumerate(arrays):
+        what = f"out[{i}]"
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"{what} must be a numpy uint8 array, not {type(a).__name__}")
+        if a.dtype != np.uint8:
+            raise TypeError(f"{what} must be uint8, not {a.dtype}")
+        if a.ndim != 3 or a.shape[2] not in (3, 4):
+            raise ValueError(f"{what}: expected shape (H, W, 3) or (H, W, 4), got {a.shape}")
+        h, w, c = a.shape
+        if h == 0 or w == 0:
+            raise ValueError(f"{what} is empty ({w}x{h})")
+        if not a.flags.writeable:
+            raise ValueError(f"{what} is read-only")
+        if a.strides[2] != 1 or a.strides[1] != c or a.strides[0] < w * c:
+            raise ValueError(
+                f"{what}: pixels must be packed with rows top to bottom (strides (>= {w * c}, {c}, 1)), "
+                f"got strides {a.strides}; pass a C-contiguous array or a row slice of one"
+            )
+        if a.strides[0] > 0xFFFFFFFF:
+            raise ValueError(f"{what}: row stride {a.strides[0]} too large")
+    shape0 = arrays[0].shape[:2]
+    for i, a in enumerate(arrays[1:], 1):
+        if a.shape[:2] != shape0:
+            raise ValueError(f"out[{i}] is {a.shape[1]}x{a.shape[0]}, out[0] {shape0[1]}x{shape0[0]}")
+    return arrays
+
+
+def c_out_images(arrays: List[np.ndarray]) -> Any:
+    """A C array of diffuse_image viewing *arrays* (from out_arrays), for
+    the params' ``output_images``. The caller keeps both alive while the
+    library may write (for a job: until it has finished)."""
+    images = (_lib.diffuse_image * len(arrays))()
+    for im, a in zip(images, arrays):
+        h, w, c = a.shape
+        im.width, im.height, im.stride = w, h, a.strides[0]
+        im.format = PixelFormat.RGB8 if c == 3 else PixelFormat.RGBA8
+        im.origin = 0  # top-left
+        im.color_space = 0  # sRGB
+        im.data = a.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))
+    return images

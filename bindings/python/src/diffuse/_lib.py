@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple, Type, Ty
 #: The ABI major version this binding is written against (DIFFUSE_VERSION_MAJOR).
 EXPECTED_MAJOR = 0
 #: Oldest MAJOR.MINOR whose functions and struct fields this binding uses.
-MINIMUM_VERSION = (0, 1)
+MINIMUM_VERSION = (0, 3)
 
 # C enums are int-sized on every platform libdiffuse supports; their values
 # fit in an int, so ctypes' c_int is the exact type.
@@ -107,6 +107,9 @@ class diffuse_model_params(Structure):
         ("weight_type", c_enum),
         ("error_buf", POINTER(c_char)),
         ("error_buf_size", c_size_t),
+        # since 0.3
+        ("progress_fn", progress_fn),
+        ("progress_user", c_void_p),
     ]
 
 
@@ -125,6 +128,9 @@ class diffuse_model_info(Structure):
         ("vae_parameters", c_uint64),
         ("text_encoder_parameters", c_uint64),
         ("weight_bytes", c_uint64),
+        # since 0.3
+        ("weight_dtype", c_enum),
+        ("host_bytes", c_uint64),
     ]
 
 
@@ -189,6 +195,8 @@ class diffuse_generate_params(Structure):
         ("output", diffuse_output_format),
         ("tile_x", c_uint32),
         ("tile_y", c_uint32),
+        # since 0.3
+        ("output_images", POINTER(diffuse_image)),
     ]
 
 
@@ -207,6 +215,8 @@ class diffuse_edit_params(Structure):
         ("seed", c_uint64),
         ("mask_feather", c_float),
         ("output", diffuse_output_format),
+        # since 0.3
+        ("output_images", POINTER(diffuse_image)),
     ]
 
 
@@ -223,10 +233,15 @@ class diffuse_variation_params(Structure):
         ("sampler", c_enum),
         ("seed", c_uint64),
         ("output", diffuse_output_format),
+        # since 0.3
+        ("output_images", POINTER(diffuse_image)),
     ]
 
 
-#: The parameter structs with a ``*_params_init`` function, by C name.
+# void (*diffuse_preview_fn)(const diffuse_image *preview, const diffuse_progress *progress, void *user)
+preview_fn = CFUNCTYPE(None, POINTER(diffuse_image), POINTER(diffuse_progress), c_void_p)
+
+
 class diffuse_job_status(Structure):
     _fields_ = [
         ("struct_size", c_uint32),
@@ -240,12 +255,56 @@ class diffuse_job_status(Structure):
     ]
 
 
+class diffuse_memory_query(Structure):
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("operation", c_enum),
+        ("width", c_uint32),
+        ("height", c_uint32),
+        ("n_images", c_uint32),
+        ("guidance_scale", c_float),
+        ("format", c_enum),
+        ("device", c_enum),
+        ("memory_budget", c_uint64),
+    ]
+
+
+class diffuse_memory_estimate(Structure):
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("model_host_bytes", c_uint64),
+        ("context_host_bytes", c_uint64),
+        ("run_host_bytes", c_uint64),
+        ("output_bytes", c_uint64),
+        ("host_bytes", c_uint64),
+        ("device_bytes", c_uint64),
+        ("vae_tiled", c_int32),
+        ("fits", c_int32),
+    ]
+
+
+class diffuse_device_info(Structure):
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("device", c_enum),
+        ("index", c_int32),
+        ("available", c_int32),
+        ("name", c_char * 128),
+        ("memory_bytes", c_uint64),
+        ("threads", c_uint32),
+        ("note", c_char * 256),
+    ]
+
+
+#: The parameter structs with a ``*_params_init`` function, by C name.
 PARAMS_STRUCTS = {
     "diffuse_model_params": diffuse_model_params,
     "diffuse_ctx_params": diffuse_ctx_params,
     "diffuse_generate_params": diffuse_generate_params,
     "diffuse_edit_params": diffuse_edit_params,
     "diffuse_variation_params": diffuse_variation_params,
+    # diffuse_memory_query_init (since 0.3) fills it as the *_params_init do
+    "diffuse_memory_query": diffuse_memory_query,
 }
 
 #: Every struct of the header, by C name (for the layout test).
@@ -256,6 +315,8 @@ ALL_STRUCTS = {
     "diffuse_images": diffuse_images,
     "diffuse_output_format": diffuse_output_format,
     "diffuse_job_status": diffuse_job_status,
+    "diffuse_memory_estimate": diffuse_memory_estimate,
+    "diffuse_device_info": diffuse_device_info,
     **PARAMS_STRUCTS,
 }
 
@@ -309,7 +370,7 @@ FUNCTIONS = {
     "diffuse_edit": (c_enum, [ctx_p, _P(diffuse_edit_params), _P(_P(diffuse_images))]),
     "diffuse_variation_params_init": (None, [_P(diffuse_variation_params)]),
     "diffuse_variation": (c_enum, [ctx_p, _P(diffuse_variation_params), _P(_P(diffuse_images))]),
-    # asynchronous jobs (since 0.2); declared only, the Python API does not use them yet
+    # asynchronous jobs (since 0.2): diffuse.Job
     "diffuse_job_start_generate": (c_enum, [ctx_p, _P(diffuse_generate_params), _P(job_p)]),
     "diffuse_job_start_edit": (c_enum, [ctx_p, _P(diffuse_edit_params), _P(job_p)]),
     "diffuse_job_start_variation": (c_enum, [ctx_p, _P(diffuse_variation_params), _P(job_p)]),
@@ -319,8 +380,14 @@ FUNCTIONS = {
     "diffuse_job_result": (c_enum, [job_p, _P(_P(diffuse_images))]),
     "diffuse_job_last_error": (c_char_p, [job_p]),
     "diffuse_job_free": (None, [job_p]),
-    # void (*diffuse_preview_fn)(const diffuse_image *, const diffuse_progress *, void *): see preview_fn
+    # fn is a preview_fn (passed through ctypes.cast to c_void_p, so NULL turns previews off)
     "diffuse_ctx_set_preview": (c_enum, [ctx_p, c_void_p, c_void_p, c_uint32]),
+    # memory estimates and devices (since 0.3)
+    "diffuse_memory_query_init": (None, [_P(diffuse_memory_query)]),
+    "diffuse_estimate_memory": (c_enum, [model_p, _P(diffuse_memory_query), _P(diffuse_memory_estimate)]),
+    "diffuse_list_devices": (c_enum, [_P(diffuse_device_info), c_size_t, _P(c_size_t)]),
+    "diffuse_ctx_get_device": (c_enum, [ctx_p, _P(c_enum), _P(diffuse_device_info)]),
+    "diffuse_ctx_set_preview_decode": (c_enum, [ctx_p, c_uint32]),
 }
 
 # ---------------------------------------------------------------------------

@@ -53,6 +53,16 @@ class Stage(enum.IntEnum):
     DECODE = 4
 
 
+class JobState(enum.IntEnum):
+    """diffuse_job_state: where an asynchronous job stands (since 0.2)."""
+
+    QUEUED = 0  #: started; the worker has not begun the run
+    RUNNING = 1  #: the run is in progress
+    DONE = 2  #: finished with success; images await Job.result()
+    FAILED = 3  #: finished with an error status
+    CANCELLED = 4  #: finished cancelled
+
+
 class WeightType(enum.IntEnum):
     """diffuse_weight_type: how weights are kept in host memory."""
 
@@ -76,6 +86,14 @@ class Device(enum.IntEnum):
     AUTO = 0
     CPU = 1
     CUDA = 2
+
+
+class Operation(enum.IntEnum):
+    """diffuse_operation: which call a memory estimate is for (since 0.3)."""
+
+    GENERATE = 0
+    EDIT = 1
+    VARIATION = 2
 
 
 class Precision(enum.IntEnum):
@@ -169,6 +187,19 @@ def parse_device(value: E) -> Tuple[Device, int]:
             raise ValueError(f"device {value!r}: only 'cuda:N' takes an index")
         return Device.CUDA, int(index)
     return _parse(Device, value, "device"), 0
+
+
+def parse_operation(value: E) -> Operation:
+    """An Operation from ``"generate"``, ``"edit"``, ``"variation"`` or a member."""
+    return _parse(Operation, value, "operation")
+
+
+def parse_pixel_format(value: E) -> PixelFormat:
+    """A PixelFormat from ``"RGB"``/``"RGBA"`` (output modes), ``"rgb8"``,
+    ``"rgba8"``, ``"bgra8"`` or a member."""
+    if isinstance(value, str) and value.strip().upper() in ("RGB", "RGBA", "BGRA"):
+        value = value.strip() + "8"
+    return _parse(PixelFormat, value, "pixel format")
 
 
 def parse_precision(value: E) -> Precision:

@@ -12,7 +12,7 @@ Each status maps to a subclass, so callers can catch what they care about::
 All of them are also ``DiffuseError``; several also derive from the
 matching built-in (``InvalidArgumentError`` is a ``ValueError``,
 ``NotFoundError`` a ``FileNotFoundError``, ``OutOfMemoryError`` a
-``MemoryError``).
+``MemoryError``, ``DiffuseTimeoutError`` a ``TimeoutError``).
 """
 
 from __future__ import annotations
@@ -98,6 +98,11 @@ class BusyError(DiffuseError):
     """DIFFUSE_ERR_BUSY: the context is in use (e.g. called from its own callback)."""
 
 
+class DiffuseTimeoutError(DiffuseError, TimeoutError):
+    """DIFFUSE_ERR_TIMEOUT: a job did not finish within the time asked for
+    (``Job.result(timeout=...)``; ``Job.wait`` returns False instead)."""
+
+
 class ClosedError(DiffuseError, ValueError):
     """The Model or Context was closed. Status INVALID_ARGUMENT: the C call
     would have been given a freed handle, so the binding refuses it."""
@@ -125,6 +130,7 @@ _BY_STATUS: Dict[int, Type[DiffuseError]] = {
     Status.DEVICE: DeviceError,
     Status.CANCELLED: CancelledError,
     Status.BUSY: BusyError,
+    Status.TIMEOUT: DiffuseTimeoutError,
 }
 
 

@@ -11,15 +11,26 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+import operator
 import weakref
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Union
 
 from . import _lib
-from .enums import Family, LogLevel, parse_log_level, parse_weight_type
-from .errors import ClosedError, Status, error_for
+from .enums import (
+    Family,
+    LogLevel,
+    WeightType,
+    parse_device,
+    parse_log_level,
+    parse_operation,
+    parse_pixel_format,
+    parse_weight_type,
+)
+from .errors import ClosedError, InvalidArgumentError, Status, error_for
 
 if TYPE_CHECKING:
-    from .context import Context
+    from .context import Context, Progress
 
 #: A log callback: receives the level and the message. Exceptions raised in
 #: it are re-raised by the call that logged, after that call returns.
@@ -71,6 +82,52 @@ class _LogSink:
         return e
 
 
+class _LoadProgress:
+    """The Python side of a load's progress callback: the callable, the
+    first exception it raised (re-raised by the load) and the cancel flag
+    (set by a true return value, an exception, or Ctrl-C; the names match
+    Context's, so context._interrupt_cancels works on it)."""
+
+    def __init__(self, fn: Optional[Callable[["Progress"], Any]]):
+        self.fn = fn
+        self._pending: Optional[BaseException] = None
+        self._cancel = False
+        self.asked_to_cancel = False  # the callable itself returned true
+
+    def trampoline(self) -> Any:
+        from .context import _progress_of
+
+        def on_progress(p: Any, user: Optional[int]) -> int:
+            try:
+                if self._cancel:
+                    return 1
+                if self.fn is not None and self.fn(_progress_of(p.contents)):
+                    self.asked_to_cancel = self._cancel = True
+                return 1 if self._cancel else 0
+            except BaseException as e:  # noqa: B902 - re-raised by the load
+                if self._pending is None:
+                    self._pending = e
+                self._cancel = True
+                return 1
+
+        return _lib.progress_fn(on_progress)
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """What :meth:`Model.estimate_memory` reports (diffuse_memory_estimate),
+    in bytes. ``host_bytes`` is the sum of the four ``*_bytes`` before it."""
+
+    model_host_bytes: int  #: the loaded model (``Model.info["host_bytes"]``)
+    context_host_bytes: int  #: the context's working memory (kept and reused by its next calls)
+    run_host_bytes: int  #: temporary buffers of the call
+    output_bytes: int  #: the returned images
+    host_bytes: int  #: peak host memory of a process loading the model and making the call
+    device_bytes: int  #: device memory (0 on the CPU)
+    vae_tiled: bool  #: the VAE runs in tiles at these settings
+    fits: bool  #: False: the call would fail with OutOfMemoryError under memory_budget
+
+
 def encode_text(text: str, what: str) -> bytes:
     """*text* as UTF-8 for a C string; NUL would silently cut it short."""
     if not isinstance(text, str):
@@ -93,9 +150,17 @@ class Model:
         log_level: most verbose level delivered ("error", "warn", "info",
             "debug"); default "warn".
         weight_type: host weight type ("auto" or "f32" in this version).
+        progress: optional ``progress(Progress) -> bool | None`` called as
+            the weight files are read (stage LOAD; ``step``/``total`` count
+            the files and the final network setup), on the loading thread.
+            A true return value cancels the load, which then raises
+            :class:`CancelledError`; an exception raised in it cancels the
+            load too and is re-raised by it. Nothing stays loaded either way.
+            Ctrl-C during a load (on the main thread) cancels it the same way.
 
     Raises:
         NotFoundError: *path* or a file it needs is missing (the message names it).
+        CancelledError: *progress* returned a true value.
         ModelError: the checkpoint is malformed, incomplete or unsafe.
         DiffuseError: any other failure, with ``.status`` and ``.message``.
         LibraryNotFoundError: libdiffuse itself could not be loaded.
@@ -111,6 +176,7 @@ class Model:
         log: Optional[LogCallback] = None,
         log_level: Union[str, int] = "warn",
         weight_type: Union[str, int] = "auto",
+        progress: Optional[Callable[["Progress"], Any]] = None,
     ):
         self._handle: Optional[Any] = None  # set last: __del__ may run on a half-built object
         self._lock = threading.Lock()
@@ -137,15 +203,29 @@ class Model:
         if self._log_cb is not None:
             params.log_fn = self._log_cb
 
+        if progress is not None and not callable(progress):
+            raise TypeError(f"progress must be callable or None, not {type(progress).__name__}")
+        # The progress callback is used only during the load (always
+        # installed, so Ctrl-C can cancel a load).
+        load_progress = _LoadProgress(progress)
+        progress_cb = load_progress.trampoline()
+        params.progress_fn = progress_cb
+
+        from .context import _interrupt_cancels
+
         handle = _lib.model_p()
-        status = L.diffuse_model_load(path_bytes, ctypes.byref(params), ctypes.byref(handle))
-        pending = self._log.take()
+        with _interrupt_cancels(load_progress):
+            status = L.diffuse_model_load(path_bytes, ctypes.byref(params), ctypes.byref(handle))
+        log_pending = self._log.take()
+        pending = load_progress._pending or log_pending
         if status != Status.OK:
             if handle:
                 self._free(handle)
             if pending is not None:
                 raise pending
             message = errbuf.value.decode("utf-8", "replace")
+            if status == Status.CANCELLED and load_progress.asked_to_cancel and not message:
+                message = f"loading {self.path} was cancelled by the progress callback"
             raise error_for(status, message or f"cannot load {self.path}")
         self._handle = handle
         if pending is not None:
@@ -224,6 +304,10 @@ class Model:
             family: Any = Family(info.family).name.lower()
         except ValueError:
             family = int(info.family)
+        try:
+            weight_dtype: Any = WeightType(info.weight_dtype).name.lower()
+        except ValueError:
+            weight_dtype = int(info.weight_dtype)
         native = info.sample_size * info.vae_scale_factor
         return {
             "path": self.path,
@@ -241,6 +325,8 @@ class Model:
             "vae_parameters": info.vae_parameters,
             "text_encoder_parameters": info.text_encoder_parameters,
             "weight_bytes": info.weight_bytes,
+            "weight_dtype": weight_dtype,
+            "host_bytes": info.host_bytes,
         }
 
     @property
@@ -248,10 +334,94 @@ class Model:
         """Facts about the model (diffuse_model_get_info) as a new dict:
         family ("sd1", "sd2", "unknown"), native_size (w, h) in pixels,
         unet_in_channels (9 = inpainting), v_prediction, parameter counts
-        of each component, weight_bytes, and the rest of the C struct."""
+        of each component, weight_bytes (on disk), weight_dtype ("f32",
+        "f16" or "bf16": how most weight bytes are stored in the files),
+        host_bytes (host memory the loaded model holds once every weight
+        has been used), and the rest of the C struct."""
         if self.closed:
             raise ClosedError("Model")
         return dict(self._info)
+
+    def estimate_memory(
+        self,
+        operation: Union[str, int] = "generate",
+        width: int = 0,
+        height: int = 0,
+        n_images: int = 1,
+        guidance_scale: float = 7.5,
+        format: Union[str, int] = "RGB",
+        memory_budget: int = 0,
+        *,
+        device: Union[str, int] = "auto",
+    ) -> MemoryEstimate:
+        """Memory a call with these settings needs (diffuse_estimate_memory),
+        from the same plan the call makes; nothing runs.
+
+        Args:
+            operation: "generate", "edit" or "variation" (or an Operation).
+            width, height: output (or input image) pixels; 0 = the model's
+                native size.
+            n_images: 1..16.
+            guidance_scale: > 1 estimates a run with classifier-free guidance.
+            format: pixel format of the returned images: "RGB", "RGBA",
+                "BGRA" (or a PixelFormat).
+            memory_budget: the context's memory_budget in bytes; 0 = none.
+            device: "auto", "cpu" or "cuda" (estimated as the CPU while no
+                GPU backend runs; "cuda" raises DeviceError in this version).
+
+        Returns:
+            A :class:`MemoryEstimate`. On the CPU its ``host_bytes`` is within
+            10 % of the peak resident memory a process adds by loading the
+            model and making the call.
+
+        Raises:
+            InvalidArgumentError: sizes not multiples of the VAE scale factor
+                or too small, n_images out of range, an unknown enum.
+            UnsupportedError: an operation the model cannot run (variation
+                with an inpainting model).
+            DeviceError: device "cuda".
+            ClosedError: the model was closed.
+        """
+        L = _lib.lib()
+        q = _lib.new_params(_lib.diffuse_memory_query, L.diffuse_memory_query_init)
+        op = parse_operation(operation)
+        q.operation = op
+        for what, value in (("width", width), ("height", height), ("n_images", n_images)):
+            if isinstance(value, bool):
+                raise TypeError(f"{what} must be an int, not bool")
+            v = operator.index(value)
+            if not 0 <= v <= 0xFFFFFFFF:
+                raise InvalidArgumentError(Status.INVALID_ARGUMENT, f"{what} {v} out of range")
+            setattr(q, what, v)
+        q.guidance_scale = float(guidance_scale)
+        q.format = parse_pixel_format(format)
+        q.device = parse_device(device)[0]
+        if isinstance(memory_budget, bool) or not 0 <= operator.index(memory_budget) < 1 << 64:
+            raise InvalidArgumentError(Status.INVALID_ARGUMENT, f"memory_budget {memory_budget!r} not in 0..2**64-1")
+        q.memory_budget = operator.index(memory_budget)
+        e = _lib.diffuse_memory_estimate()
+        e.struct_size = ctypes.sizeof(e)
+        handle = self._acquire()
+        try:
+            status = L.diffuse_estimate_memory(handle, ctypes.byref(q), ctypes.byref(e))
+        finally:
+            self._release()
+        if status != Status.OK:
+            raise error_for(
+                status,
+                f"diffuse_estimate_memory failed for {op.name.lower()} "
+                f"{q.width or 'native'}x{q.height or 'native'}, {q.n_images} image(s), device {device!r}",
+            )
+        return MemoryEstimate(
+            model_host_bytes=e.model_host_bytes,
+            context_host_bytes=e.context_host_bytes,
+            run_host_bytes=e.run_host_bytes,
+            output_bytes=e.output_bytes,
+            host_bytes=e.host_bytes,
+            device_bytes=e.device_bytes,
+            vae_tiled=bool(e.vae_tiled),
+            fits=bool(e.fits),
+        )
 
     def tokenize(self, text: str) -> List[int]:
         """The CLIP token ids of *text*, with start and end tokens, before
