@@ -216,7 +216,7 @@ def encode_all(vae, imgs, device, batch=256):
 
 
 def train_unet(unet, te, ids, empty_ids, mean, std, scale, cfg, g, device,
-               steps=None, batch=None):
+               steps=None, batch=None, ckpt=None, ckpt_every=100, stop_after=None):
     steps = cfg["unet_steps"] if steps is None else steps
     batch = cfg["unet_batch"] if batch is None else batch
     sched = make_noise_scheduler()
@@ -233,7 +233,18 @@ def train_unet(unet, te, ids, empty_ids, mean, std, scale, cfg, g, device,
     t0 = time.time()
     c0 = time.process_time()
     hist = []
-    for step in range(steps):
+    first = 0
+    state = ckpt_load(ckpt, "unet")
+    if state is not None:  # resume: same weights, optimizer, EMA and generator state
+        unet.load_state_dict(state["unet"])
+        te.load_state_dict(state["te"])
+        ema_u.load_state_dict(state["ema_u"])
+        ema_t.load_state_dict(state["ema_t"])
+        opt.load_state_dict(state["opt"])
+        g.set_state(state["g"])
+        hist, first = state["hist"], state["step"]
+        log("resumed the UNet stage at step %d/%d from %s" % (first, steps, ckpt))
+    for step in range(first, steps):
         for pg in opt.param_groups:
             pg["lr"] = lr_at(step, steps, cfg["unet_lr"], cfg["warmup"])
         idx = torch.randint(n, (batch,), generator=g)
@@ -260,17 +271,47 @@ def train_unet(unet, te, ids, empty_ids, mean, std, scale, cfg, g, device,
             for pe, p in ema_pairs:
                 pe.lerp_(p, 1 - d)
         hist.append(float(per.detach().mean()))
+        if ckpt and ((step + 1) % ckpt_every == 0 or step + 1 == steps):
+            ckpt_save(ckpt, "unet", dict(unet=unet.state_dict(), te=te.state_dict(), ema_u=ema_u.state_dict(),
+                                         ema_t=ema_t.state_dict(), opt=opt.state_dict(), g=g.get_state(),
+                                         hist=hist, step=step + 1))
+        if ckpt and stop_after is not None and step + 1 >= stop_after and step + 1 < steps:
+            ckpt_save(ckpt, "unet", dict(unet=unet.state_dict(), te=te.state_dict(), ema_u=ema_u.state_dict(),
+                                         ema_t=ema_t.state_dict(), opt=opt.state_dict(), g=g.get_state(),
+                                         hist=hist, step=step + 1))
+            log("stopped after UNet step %d (--stop-after); run the same command to go on" % (step + 1))
+            sys.exit(3)
         if (step + 1) % max(1, steps // 20) == 0 or step == 0:
             el = time.time() - t0
+            done = step + 1 - first
             log("unet step %d/%d  loss %.4f (eps mse %.4f)  %.2f s/step (cpu %.2f)  eta %.1f min" % (
-                step + 1, steps, float(loss.detach()), float(np.mean(hist[-20:])), el / (step + 1),
-                (time.process_time() - c0) / (step + 1),
-                el / (step + 1) * (steps - step - 1) / 60))
+                step + 1, steps, float(loss.detach()), float(np.mean(hist[-20:])), el / done,
+                (time.process_time() - c0) / done, el / done * (steps - step - 1) / 60))
     ema_u.eval()
     ema_t.eval()
     return ema_u, ema_t, dict(seconds=time.time() - t0, cpu_seconds=time.process_time() - c0,
                               steps=steps, batch=batch,
                               final_eps_mse=float(np.mean(hist[-50:])))
+
+
+# --------------------------------------------------------------------------
+# Checkpoints (--checkpoint DIR): the VAE stage's result and the UNet stage
+# every --checkpoint-every steps, so a run can stop (or be stopped) and go on
+# later with the same command: the generator state is saved with the weights,
+# so a resumed run draws exactly what an uninterrupted one would.
+
+def ckpt_save(d, name, state):
+    os.makedirs(d, exist_ok=True)
+    tmp = os.path.join(d, name + ".pt.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, os.path.join(d, name + ".pt"))
+
+
+def ckpt_load(d, name):
+    path = os.path.join(d, name + ".pt") if d else None
+    if not path or not os.path.exists(path):
+        return None
+    return torch.load(path, weights_only=False)
 
 
 # --------------------------------------------------------------------------
@@ -409,6 +450,10 @@ def main():
     ap.add_argument("--bench", action="store_true", help="time the full settings")
     ap.add_argument("--bench-steps", type=int, default=6)
     ap.add_argument("--samples", help="PNG grid of samples (default OUT/../<name>-samples.png)")
+    ap.add_argument("--checkpoint", help="folder for resumable checkpoints (the same command resumes)")
+    ap.add_argument("--checkpoint-every", type=int, default=100, help="UNet steps between checkpoints")
+    ap.add_argument("--stop-after", type=int, default=None,
+                    help="with --checkpoint: stop after this many UNet steps in total (resume later)")
     for k in ("n_train", "vae_steps", "vae_batch", "unet_steps", "unet_batch"):
         ap.add_argument("--" + k.replace("_", "-"), type=int, default=None)
     for k in ("vae_lr", "unet_lr"):
@@ -455,17 +500,28 @@ def main():
     sizes = describe(vae, te, unet)
     vae.to(device), te.to(device), unet.to(device)
 
-    log("stage 1: VAE")
-    vae_stats = train_vae(vae, imgs, cfg, g, device)
+    state = ckpt_load(a.checkpoint, "vae")
+    if state is not None:
+        log("stage 1: VAE from the checkpoint in %s" % a.checkpoint)
+        vae.load_state_dict(state["vae"])
+        vae_stats, mean, std, scale = state["stats"], state["mean"], state["std"], state["scale"]
+        g.set_state(state["g"])
+        vae.eval()
+    else:
+        log("stage 1: VAE")
+        vae_stats = train_vae(vae, imgs, cfg, g, device)
+        mean, std = encode_all(vae, imgs, device)
+        k = min(len(mean), 4000)
+        zs = mean[:k].float() + std[:k].float() * torch.randn(mean[:k].shape, generator=g)
+        scale = float(1.0 / zs.std())
+        log("latents: mean %.4f std %.4f" % (float(zs.mean()), float(zs.std())))
+        if a.checkpoint:
+            ckpt_save(a.checkpoint, "vae", dict(vae=vae.state_dict(), stats=vae_stats, mean=mean, std=std,
+                                                scale=scale, g=g.get_state()))
     t = time.time()
-    mean, std = encode_all(vae, imgs, device)
-    k = min(len(mean), 4000)
-    zs = mean[:k].float() + std[:k].float() * torch.randn(mean[:k].shape, generator=g)
-    scale = float(1.0 / zs.std())
     vae.register_to_config(scaling_factor=scale)
     timings["encode_s"] = time.time() - t
-    log("latents: mean %.4f std %.4f -> scaling_factor %.5f (%.1f s)" % (
-        float(zs.mean()), float(zs.std()), scale, timings["encode_s"]))
+    log("scaling_factor %.5f" % scale)
     with torch.no_grad():
         x = to_pixels(imgs[:256], device)
         rec = vae.decode(vae.encode(x).latent_dist.mean).sample
@@ -477,7 +533,9 @@ def main():
         vae_stats["recon_mse_256"], vae_stats["recon_mse_256_fp16_weights"]))
 
     log("stage 2: text encoder + UNet")
-    ema_u, ema_t, unet_stats = train_unet(unet, te, ids, empty_ids, mean, std, scale, cfg, g, device)
+    ema_u, ema_t, unet_stats = train_unet(unet, te, ids, empty_ids, mean, std, scale, cfg, g, device,
+                                          ckpt=a.checkpoint, ckpt_every=a.checkpoint_every,
+                                          stop_after=a.stop_after)
 
     total = save_pipeline(a.out, vae, ema_t, ema_u, tok, vocab_dir)
     log("saved %s (%.2f MB)" % (a.out, total / 1e6))
