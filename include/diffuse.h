@@ -979,12 +979,15 @@ DIFFUSE_API diffuse_status diffuse_ctx_set_preview(diffuse_ctx *ctx, diffuse_pre
                                                    uint32_t every_k_steps);
 
 /**
- * diffuse_ctx_set_preview_decode() - at every @every_k_steps-th denoising
- *        step (k, 2k, ... and the last), make the preview a full VAE decode
- *        of the current sample's denoised estimate instead of the cheap
- *        projection: the image is the output size, RGB8 sRGB top-left, and
- *        shows what the picture would be if denoising stopped there. Other
- *        preview steps keep the projection. Each such preview costs one VAE
+ * diffuse_ctx_set_preview_decode() - at preview steps (see
+ *        diffuse_ctx_set_preview) that are multiples of @every_k_steps, and
+ *        at the last step, make the preview a full VAE decode of the
+ *        denoised estimate (the clean latents the sampler's current sample
+ *        and the guided model output imply, diffusers'
+ *        pred_original_sample) instead of the cheap projection: the image
+ *        is the output size, RGB8 sRGB top-left, and shows what the picture
+ *        would roughly be if denoising stopped there. Other preview steps
+ *        keep the projection. Each such preview costs one VAE
  *        decode (about as much as the final one) on the calling thread, and
  *        is cancelled with the run. The callback and its interval are set
  *        with diffuse_ctx_set_preview(); without one this has no effect

@@ -715,7 +715,7 @@ DIFFUSE_API diffuse_status diffuse_estimate_memory(const diffuse_model *model, c
         return DIFFUSE_ERR_INVALID_ARGUMENT;
     if ((unsigned)q.operation > DIFFUSE_OP_VARIATION || (unsigned)q.format > DIFFUSE_PIXEL_BGRA8 ||
         (unsigned)q.device > DIFFUSE_DEVICE_CUDA || q.n_images < 1 || q.n_images > 16 || q.width > 8192 ||
-        q.height > 8192 || !(q.guidance_scale == q.guidance_scale))
+        q.height > 8192 || q.width % 8 || q.height % 8 || !(q.guidance_scale == q.guidance_scale))
         return DIFFUSE_ERR_INVALID_ARGUMENT;
     if (!model->unet_net || !model->vae_net || !model->text_net) return DIFFUSE_ERR_UNSUPPORTED;
     if (q.device == DIFFUSE_DEVICE_CUDA) return DIFFUSE_ERR_NO_DEVICE;

@@ -277,14 +277,24 @@ static void test_estimate_api(void) {
     CHECK(e.output_bytes == (uint64_t)1024 * 1024 * 3, "output bytes %llu", (unsigned long long)e.output_bytes);
     /* A budget below the whole decode: the estimate tiles, and matches what a
      * context with that budget does (it runs). */
+    /* A budget below the whole pass: the VAE tiles (512x512 without guidance,
+     * where the VAE decode needs most of the arena); with the tiled plan's
+     * own size as the budget it fits. */
+    q.width = q.height = 512;
+    q.guidance_scale = 1.0f;
+    CHECK_STATUS(diffuse_estimate_memory(m, &q, &e), DIFFUSE_OK);
     q.memory_budget = e.context_host_bytes / 2;
     small = e;
     CHECK_STATUS(diffuse_estimate_memory(m, &q, &small), DIFFUSE_OK);
-    printf("estimate 1024x1024: whole %.1f MiB arena (tiled %d); budget %.1f MiB: %.1f MiB arena (tiled %d, fits %d)\n",
+    printf("estimate 512x512: whole %.1f MiB arena (tiled %d); budget %.1f MiB: %.1f MiB arena (tiled %d, fits %d)\n",
            e.context_host_bytes / 1048576.0, e.vae_tiled, q.memory_budget / 1048576.0,
            small.context_host_bytes / 1048576.0, small.vae_tiled, small.fits);
-    CHECK(small.vae_tiled && small.fits && small.context_host_bytes <= q.memory_budget,
-          "under a budget the VAE tiles and fits");
+    CHECK(!e.vae_tiled && small.vae_tiled && small.context_host_bytes < e.context_host_bytes &&
+              small.fits == (small.context_host_bytes <= q.memory_budget),
+          "under a budget below the whole decode the VAE tiles");
+    q.memory_budget = small.context_host_bytes;
+    CHECK_STATUS(diffuse_estimate_memory(m, &q, &small), DIFFUSE_OK);
+    CHECK(small.vae_tiled && small.fits, "the tiled plan fits its own size");
     q.memory_budget = 1 << 20;
     CHECK_STATUS(diffuse_estimate_memory(m, &q, &small), DIFFUSE_OK);
     CHECK(!small.fits, "1 MiB budget cannot fit");
@@ -503,6 +513,68 @@ static void test_cancel_in_decode(void) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* Decoded previews                                                          */
+/* ------------------------------------------------------------------------ */
+
+typedef struct preview_log {
+    int n;
+    uint32_t step[16], w[16], h[16];
+    double spread[16]; /* max - min of the red channel: not a flat image */
+} preview_log;
+
+static void on_preview(const diffuse_image *im, const diffuse_progress *p, void *user) {
+    preview_log *l = user;
+    if (l->n >= 16) return;
+    int lo = 255, hi = 0;
+    for (uint32_t y = 0; y < im->height; y++)
+        for (uint32_t x = 0; x < im->width; x++) {
+            const int v = im->data[(size_t)y * im->stride + (size_t)x * 3];
+            lo = v < lo ? v : lo;
+            hi = v > hi ? v : hi;
+        }
+    l->step[l->n] = p->step;
+    l->w[l->n] = im->width;
+    l->h[l->n] = im->height;
+    l->spread[l->n] = hi - lo;
+    l->n++;
+}
+
+static void test_preview_decode(void) {
+    diffuse_model *m = load(fixture("tiny-sd1"));
+    if (!m) return;
+    diffuse_ctx *c = make_ctx(m);
+    preview_log l = {0};
+    CHECK_STATUS(diffuse_ctx_set_preview(c, on_preview, &l, 1), DIFFUSE_OK);
+    CHECK_STATUS(diffuse_ctx_set_preview_decode(c, 2), DIFFUSE_OK);
+    CHECK_STATUS(diffuse_ctx_set_preview_decode(NULL, 2), DIFFUSE_ERR_INVALID_ARGUMENT);
+    diffuse_generate_params g;
+    diffuse_generate_params_init(&g);
+    g.prompt = "a cyan heart";
+    g.steps = 5;
+    g.width = 64;
+    g.height = 48;
+    g.sampler = DIFFUSE_SAMPLER_EULER;
+    diffuse_images *im = NULL;
+    CHECK_STATUS(diffuse_generate(c, &g, &im), DIFFUSE_OK);
+    CHECK(l.n == 5, "%d previews for 5 steps", l.n);
+    for (int i = 0; i < l.n; i++) {
+        const int decoded = l.step[i] % 2 == 0 || l.step[i] == 5;
+        const uint32_t w = decoded ? 64 : 32, h = decoded ? 48 : 24; /* tiny-sd1: VAE scale 2 */
+        CHECK(l.w[i] == w && l.h[i] == h && l.spread[i] > 0, "preview at step %u: %ux%u (want %ux%u), spread %.0f",
+              l.step[i], l.w[i], l.h[i], w, h, l.spread[i]);
+    }
+    diffuse_images_free(im);
+    /* off again: only projections */
+    CHECK_STATUS(diffuse_ctx_set_preview_decode(c, 0), DIFFUSE_OK);
+    l.n = 0;
+    CHECK_STATUS(diffuse_generate(c, &g, &im), DIFFUSE_OK);
+    CHECK(l.n == 5 && l.w[4] == 32, "without decode: %d previews, last %ux%u", l.n, l.w[4], l.h[4]);
+    diffuse_images_free(im);
+    diffuse_ctx_free(c);
+    diffuse_model_free(m);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Load progress and cancel                                                  */
 /* ------------------------------------------------------------------------ */
 
@@ -575,6 +647,7 @@ static void test_devices(void) {
     /* A module path that does not exist: the note says so, AUTO falls back
      * to the CPU, CUDA is NO_DEVICE with the note in its message. */
     setenv("DIFFUSE_CUDA_MODULE", "/nonexistent/libdiffuse_cuda.so", 1);
+    d[0].struct_size = sizeof d[0];
     d[1].struct_size = sizeof d[1];
     CHECK_STATUS(diffuse_list_devices(d, 2, &count), DIFFUSE_OK);
     CHECK(strstr(d[1].note, "/nonexistent/libdiffuse_cuda.so") != NULL, "note: %s", d[1].note);
@@ -730,6 +803,7 @@ int main(void) {
     test_load_progress();
     test_devices();
     test_cancel_in_decode();
+    test_preview_decode();
     test_rss_loop();
     test_seamless();
     if (failures) {
