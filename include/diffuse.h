@@ -718,7 +718,8 @@ DIFFUSE_API void diffuse_memory_query_init(diffuse_memory_query *query);
  *        computed from the same plan the call makes (nothing runs). On the
  *        CPU, host_bytes is within 10 % of the peak resident memory a
  *        process adds by loading the model and making the call (tested),
- *        not counting the process's own libraries and thread stacks.
+ *        not counting the process's own libraries, thread stacks and the
+ *        BLAS library's per-thread buffers (a few MiB per thread).
  * @return DIFFUSE_OK; DIFFUSE_ERR_INVALID_ARGUMENT (NULL pointers, a
  *         struct_size too small, sizes that are not multiples of the VAE
  *         scale factor or too small for the model, n_images out of range,

@@ -140,9 +140,11 @@ typedef struct est_case {
     float guidance;
 } est_case;
 
-/* Runs @c once in this (fresh, forked) process: warm-up on another size so
- * the thread pools and BLAS buffers exist, then the measured call.
- * Exit status 0 = within 10 %. */
+/* Runs @c once in this (fresh, forked) process: a warm-up generate of the
+ * same size on another model instance, so the thread pools, their stacks and
+ * OpenBLAS's per-thread GEMM buffers (touched as far as the GEMM sizes need)
+ * are part of the baseline, then the measured call on a fresh model and
+ * context. Exit status 0 = within 10 %. */
 static int estimate_child(const est_case *c) {
     {
         diffuse_model *w = load(fixture("tiny-sd1"));
@@ -151,7 +153,7 @@ static int estimate_child(const est_case *c) {
         diffuse_generate_params_init(&g);
         g.prompt = "warm up";
         g.steps = 1;
-        g.width = g.height = 64;
+        g.width = g.height = c->side;
         diffuse_images *im = NULL;
         CHECK_STATUS(diffuse_generate(x, &g, &im), DIFFUSE_OK);
         diffuse_images_free(im);
