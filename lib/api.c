@@ -391,8 +391,6 @@ DIFFUSE_API void diffuse_images_free(diffuse_images *images) {
     free((df_images *)images);
 }
 
-static int df_bytes_per_pixel(diffuse_pixel_format f) { return f == DIFFUSE_PIXEL_RGB8 ? 3 : 4; }
-
 /* Checks an input image description; @what names it in the message. */
 static diffuse_status check_image(diffuse_ctx *ctx, const char *call, const char *what, const diffuse_image *im) {
     if (!im) return ctx_fail(ctx, DIFFUSE_ERR_INVALID_ARGUMENT, "%s: %s is NULL", call, what);
@@ -468,7 +466,7 @@ static diffuse_status run_begin(diffuse_ctx *ctx, const char *call, df_run *r) {
     r->progress_fn = ctx->params.progress_fn;
     r->progress_user = ctx->params.progress_user;
     r->err = &ctx->err;
-    r->t_start = pipe_now();
+    r->t_start = df_now();
     r->memory_budget = ctx->params.memory_budget;
     if (ctx->preview_fn) {
         r->preview_fn = ctx->preview_fn;

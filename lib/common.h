@@ -68,4 +68,7 @@ void df_strlcpy(char *dst, const char *src, size_t cap);
 /* Monotonic clock in seconds. */
 double df_now(void);
 
+/* Bytes one pixel of @f takes: 3 for RGB8, 4 for RGBA8 and BGRA8. */
+static inline int df_bytes_per_pixel(diffuse_pixel_format f) { return f == DIFFUSE_PIXEL_RGB8 ? 3 : 4; }
+
 #endif /* DIFFUSE_COMMON_H */

@@ -100,8 +100,6 @@ static void *job_main(void *arg) {
     return NULL;
 }
 
-static int bytes_per_pixel(diffuse_pixel_format f) { return f == DIFFUSE_PIXEL_RGB8 ? 3 : 4; }
-
 /* Deep copies of what the params point to. */
 static int dup_str(const char *s, char **out) {
     *out = NULL;
@@ -116,7 +114,7 @@ static int dup_str(const char *s, char **out) {
 static int dup_image(const diffuse_image *src, diffuse_image *dst) {
     *dst = *src;
     /* Only the bytes the library reads: height - 1 full strides and one row. */
-    const size_t bytes = (size_t)src->stride * (src->height - 1) + (size_t)src->width * bytes_per_pixel(src->format);
+    const size_t bytes = (size_t)src->stride * (src->height - 1) + (size_t)src->width * df_bytes_per_pixel(src->format);
     dst->data = malloc(bytes);
     if (!dst->data) return 1;
     memcpy(dst->data, src->data, bytes);

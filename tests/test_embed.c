@@ -41,24 +41,7 @@
 #define UNDER_ASAN 0
 #endif
 
-static int failures;
-
-#define CHECK(cond, ...)                                \
-    do {                                                \
-        if (!(cond)) {                                  \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__); \
-            printf(__VA_ARGS__);                        \
-            printf("\n");                               \
-            failures++;                                 \
-        }                                               \
-    } while (0)
-
-#define CHECK_STATUS(expr, want)                                                                       \
-    do {                                                                                               \
-        diffuse_status got_ = (expr);                                                                  \
-        CHECK(got_ == (want), "%s = %s, want %s", #expr, diffuse_status_string(got_),                 \
-              diffuse_status_string(want));                                                            \
-    } while (0)
+#include "check.h"
 
 static const char *fixture(const char *name) {
     static char path[4][4096];
@@ -67,17 +50,6 @@ static const char *fixture(const char *name) {
     char *p = path[k++ % 4];
     snprintf(p, sizeof path[0], "%s/models/%s", d ? d : "tests/fixtures", name);
     return p;
-}
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static void sleep_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
 }
 
 static diffuse_model *load(const char *path) {
@@ -457,16 +429,20 @@ static diffuse_job_status poll_job(const diffuse_job *job) {
     return s;
 }
 
-/* Starts a 1-step 160x160 generate (the decode is most of its time) and
- * returns the seconds from entering DECODE to the end, cancelling at DECODE
- * when @cancel. */
-static double decode_run(diffuse_ctx *c, int cancel, diffuse_status *result) {
+/* A 1-step 160x160 generate without guidance: the decode is most of it. */
+static void decode_params(diffuse_generate_params *g) {
+    diffuse_generate_params_init(g);
+    g->prompt = "a white ring";
+    g->steps = 1;
+    g->guidance_scale = 1.0f;
+    g->width = g->height = 160;
+}
+
+/* Runs decode_params as a job, polled every millisecond, and returns the
+ * seconds from its entering DECODE to its end (-1 if it never did). */
+static double time_decode(diffuse_ctx *c, diffuse_status *result) {
     diffuse_generate_params g;
-    diffuse_generate_params_init(&g);
-    g.prompt = "a white ring";
-    g.steps = 1;
-    g.guidance_scale = 1.0f;
-    g.width = g.height = 160;
+    decode_params(&g);
     diffuse_job *job = NULL;
     *result = diffuse_job_start_generate(c, &g, &job);
     if (*result != DIFFUSE_OK) return -1.0;
@@ -475,18 +451,12 @@ static double decode_run(diffuse_ctx *c, int cancel, diffuse_status *result) {
     for (;;) {
         s = poll_job(job);
         if (s.state == DIFFUSE_JOB_DONE || s.state == DIFFUSE_JOB_FAILED || s.state == DIFFUSE_JOB_CANCELLED) break;
-        if (s.stage == DIFFUSE_STAGE_DECODE && t_decode < 0) {
-            t_decode = now();
-            if (cancel) diffuse_job_cancel(job);
-        }
+        if (s.stage == DIFFUSE_STAGE_DECODE && t_decode < 0) t_decode = now();
         sleep_ms(1);
     }
     diffuse_job_wait(job, 0);
     const double t = now() - t_decode;
-    *result = s.state == DIFFUSE_JOB_DONE ? DIFFUSE_OK : s.state == DIFFUSE_JOB_CANCELLED ? DIFFUSE_CANCELLED
-                                                                                           : DIFFUSE_ERR_INTERNAL;
-    if (s.state == DIFFUSE_JOB_CANCELLED)
-        CHECK(strstr(diffuse_job_last_error(job), "VAE decode"), "cancel message: %s", diffuse_job_last_error(job));
+    *result = s.state == DIFFUSE_JOB_DONE ? DIFFUSE_OK : DIFFUSE_ERR_INTERNAL;
     diffuse_job_free(job);
     return t_decode < 0 ? -1.0 : t;
 }
@@ -520,8 +490,8 @@ static void test_cancel_in_decode(void) {
     if (!m) return;
     diffuse_ctx *c = make_ctx(m);
     diffuse_status st;
-    decode_run(c, 0, &st); /* warm-up */
-    const double full = decode_run(c, 0, &st);
+    time_decode(c, &st); /* warm-up */
+    const double full = time_decode(c, &st);
     CHECK(st == DIFFUSE_OK, "uncancelled run: %s", diffuse_status_string(st));
     diffuse_ctx_free(c);
 
@@ -534,11 +504,7 @@ static void test_cancel_in_decode(void) {
     c = NULL;
     CHECK_STATUS(diffuse_ctx_create(m, &cp, &c), DIFFUSE_OK);
     diffuse_generate_params g;
-    diffuse_generate_params_init(&g);
-    g.prompt = "a white ring";
-    g.steps = 1;
-    g.guidance_scale = 1.0f;
-    g.width = g.height = 160;
+    decode_params(&g);
     diffuse_job *job = NULL;
     CHECK_STATUS(diffuse_job_start_generate(c, &g, &job), DIFFUSE_OK);
     atomic_store(&dc.job, job);

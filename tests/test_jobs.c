@@ -16,35 +16,7 @@
 #include <string.h>
 #include <time.h>
 
-static int failures;
-
-#define CHECK(cond, ...)                                \
-    do {                                                \
-        if (!(cond)) {                                  \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__); \
-            printf(__VA_ARGS__);                        \
-            printf("\n");                               \
-            failures++;                                 \
-        }                                               \
-    } while (0)
-
-#define CHECK_STATUS(expr, want)                                                                       \
-    do {                                                                                               \
-        diffuse_status got_ = (expr);                                                                  \
-        CHECK(got_ == (want), "%s = %s, want %s", #expr, diffuse_status_string(got_),                 \
-              diffuse_status_string(want));                                                            \
-    } while (0)
-
-static void sleep_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "check.h"
 
 static const char *model_dir(void) {
     static char path[4096];

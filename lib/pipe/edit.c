@@ -43,8 +43,6 @@ typedef struct edit_plan {
     int enc_tile, dec_tile; /* 0: whole VAE passes; else tile sides (pipe_img2img_arena_bytes) */
 } edit_plan;
 
-static int bytes_per_pixel(diffuse_pixel_format f) { return f == DIFFUSE_PIXEL_RGB8 ? 3 : 4; }
-
 /* ------------------------------------------------------------------------ */
 /* Masks and pasting back                                                    */
 /* ------------------------------------------------------------------------ */
@@ -54,7 +52,7 @@ static int bytes_per_pixel(diffuse_pixel_format f) { return f == DIFFUSE_PIXEL_R
  * processor computes it) >= 128, i.e. >= 0.5 after its / 255. */
 static void edit_read_mask(edit_plan *g) {
     const diffuse_image *src = g->p->mask ? g->p->mask : g->p->image;
-    const int bpp = bytes_per_pixel(src->format), swap = src->format == DIFFUSE_PIXEL_BGRA8;
+    const int bpp = df_bytes_per_pixel(src->format), swap = src->format == DIFFUSE_PIXEL_BGRA8;
     for (uint32_t y = 0; y < src->height; y++) {
         const uint32_t row = src->origin == DIFFUSE_ORIGIN_BOTTOM_LEFT ? src->height - 1 - y : y;
         const uint8_t *px = src->data + (size_t)row * src->stride;
@@ -151,8 +149,8 @@ static uint8_t convert_space(uint8_t v, diffuse_color_space from, diffuse_color_
  * 255 for RGB8 input) exactly. */
 static void edit_paste_back(const edit_plan *g, diffuse_image *out) {
     const diffuse_image *in = g->p->image;
-    const int ib = bytes_per_pixel(in->format), iswap = in->format == DIFFUSE_PIXEL_BGRA8;
-    const int ob = bytes_per_pixel(out->format), oswap = out->format == DIFFUSE_PIXEL_BGRA8;
+    const int ib = df_bytes_per_pixel(in->format), iswap = in->format == DIFFUSE_PIXEL_BGRA8;
+    const int ob = df_bytes_per_pixel(out->format), oswap = out->format == DIFFUSE_PIXEL_BGRA8;
     for (uint32_t y = 0; y < out->height; y++) {
         const uint32_t irow = in->origin == DIFFUSE_ORIGIN_BOTTOM_LEFT ? in->height - 1 - y : y;
         const uint32_t orow = out->origin == DIFFUSE_ORIGIN_BOTTOM_LEFT ? out->height - 1 - y : y;

@@ -8,8 +8,6 @@
 
 #include "model/model.h"
 
-static size_t bytes_per_pixel(diffuse_pixel_format f) { return f == DIFFUSE_PIXEL_RGB8 ? 3 : 4; }
-
 diffuse_status pipe_estimate(const df_run *r, diffuse_operation op, int width, int height, uint32_t n, int cfg,
                              diffuse_pixel_format format, pipe_estimate_t *e) {
     const diffuse_model *m = r->model;
@@ -50,7 +48,7 @@ diffuse_status pipe_estimate(const df_run *r, diffuse_operation op, int width, i
                        height);
     e->arena_bytes = arena;
     e->host_bytes = host;
-    e->output_bytes = (size_t)n * bytes_per_pixel(format) * pix;
+    e->output_bytes = (size_t)n * df_bytes_per_pixel(format) * pix;
     e->vae_tiled = enc_tile || dec_tile;
     e->fits = !r->memory_budget || arena <= r->memory_budget;
     return DIFFUSE_OK;

@@ -20,8 +20,6 @@
 #include <string.h>
 #include <time.h>
 
-double pipe_now(void) { return df_now(); }
-
 /* Projects the sample to a (lat_h x lat_w) RGB8 image and hands it to the
  * host's preview callback. */
 static diffuse_status pipe_preview(df_run *r, const diffuse_progress *p) {
@@ -173,7 +171,7 @@ void pipe_run_cleanup(df_run *r) {
 
 diffuse_status pipe_progress(df_run *r, diffuse_stage stage, uint32_t step, uint32_t total) {
     if (!r->progress_fn && !r->observe && !r->cancel && !r->preview_fn) return DIFFUSE_OK;
-    diffuse_progress p = {sizeof p, stage, step, total, r->image_index, r->image_count, pipe_now() - r->t_start};
+    diffuse_progress p = {sizeof p, stage, step, total, r->image_index, r->image_count, df_now() - r->t_start};
     if (r->observe) r->observe(r->observe_user, &p);
     if (r->preview_fn && r->latents && stage == DIFFUSE_STAGE_DENOISE && step > 0 &&
         (step % r->preview_every == 0 || step == total)) {
@@ -338,8 +336,6 @@ diffuse_status pipe_encode_prompts(df_run *r, const char *prompt, const char *ne
 /* Images                                                                    */
 /* ------------------------------------------------------------------------ */
 
-static int bytes_per_pixel(diffuse_pixel_format f) { return f == DIFFUSE_PIXEL_RGB8 ? 3 : 4; }
-
 /* Checks a caller-supplied output image against the call's size. */
 static diffuse_status check_into(df_run *r, uint32_t i, const diffuse_image *x, uint32_t w, uint32_t h) {
     if ((unsigned)x->format > DIFFUSE_PIXEL_BGRA8 || (unsigned)x->origin > DIFFUSE_ORIGIN_BOTTOM_LEFT ||
@@ -350,9 +346,9 @@ static diffuse_status check_into(df_run *r, uint32_t i, const diffuse_image *x, 
         return df_fail(r->err, DIFFUSE_ERR_INVALID_ARGUMENT, "output_images[%u] is %ux%u; the output is %ux%u", i,
                        x->width, x->height, w, h);
     if (!x->data) return df_fail(r->err, DIFFUSE_ERR_INVALID_ARGUMENT, "output_images[%u].data is NULL", i);
-    if ((uint64_t)x->stride < (uint64_t)w * (uint64_t)bytes_per_pixel(x->format))
+    if ((uint64_t)x->stride < (uint64_t)w * (uint64_t)df_bytes_per_pixel(x->format))
         return df_fail(r->err, DIFFUSE_ERR_INVALID_ARGUMENT, "output_images[%u].stride %u is below width * %d", i,
-                       x->stride, bytes_per_pixel(x->format));
+                       x->stride, df_bytes_per_pixel(x->format));
     return DIFFUSE_OK;
 }
 
@@ -380,7 +376,7 @@ diffuse_status pipe_images_alloc(df_run *r, uint32_t n, uint32_t w, uint32_t h, 
         }
         x->width = w;
         x->height = h;
-        x->stride = w * (uint32_t)bytes_per_pixel(fmt->format);
+        x->stride = w * (uint32_t)df_bytes_per_pixel(fmt->format);
         x->format = fmt->format;
         x->origin = fmt->origin;
         x->color_space = fmt->color_space;
@@ -402,7 +398,7 @@ static float linear_to_srgb(float v) {
 
 void pipe_store_image(const float *chw, diffuse_image *img) {
     const size_t hw = (size_t)img->width * img->height;
-    const int bpp = bytes_per_pixel(img->format);
+    const int bpp = df_bytes_per_pixel(img->format);
     const int swap = img->format == DIFFUSE_PIXEL_BGRA8;
     for (uint32_t y = 0; y < img->height; y++) {
         const uint32_t row = img->origin == DIFFUSE_ORIGIN_BOTTOM_LEFT ? img->height - 1 - y : y;
@@ -421,7 +417,7 @@ void pipe_store_image(const float *chw, diffuse_image *img) {
 
 void pipe_load_image(const diffuse_image *img, float *chw) {
     const size_t hw = (size_t)img->width * img->height;
-    const int bpp = bytes_per_pixel(img->format);
+    const int bpp = df_bytes_per_pixel(img->format);
     const int swap = img->format == DIFFUSE_PIXEL_BGRA8;
     for (uint32_t y = 0; y < img->height; y++) {
         const uint32_t row = img->origin == DIFFUSE_ORIGIN_BOTTOM_LEFT ? img->height - 1 - y : y;

@@ -94,9 +94,6 @@ diffuse_status pipe_fit_preview(const diffuse_model *m, bk_backend *bk, float *p
  * callback returns nonzero. */
 diffuse_status pipe_progress(df_run *r, diffuse_stage stage, uint32_t step, uint32_t total);
 
-/* Monotonic clock in seconds. */
-double pipe_now(void);
-
 /* The prompt embeddings of one call, (B, S, C) in backend memory:
  * B = 2 with guidance ([negative, prompt], as diffusers concatenates them),
  * else 1 ([prompt]). */
