@@ -48,7 +48,7 @@ extern "C" {
 /* ------------------------------------------------------------------------ */
 
 #define DIFFUSE_VERSION_MAJOR 0
-#define DIFFUSE_VERSION_MINOR 3
+#define DIFFUSE_VERSION_MINOR 4
 #define DIFFUSE_VERSION_PATCH 0
 /** MAJOR*10000 + MINOR*100 + PATCH of the header you compiled against. */
 #define DIFFUSE_VERSION_NUMBER \
@@ -337,7 +337,9 @@ typedef struct diffuse_ctx_params {
      *  run that would need more decodes with the VAE in blended tiles, and
      *  fails with DIFFUSE_ERR_OUT_OF_MEMORY before starting if even that
      *  does not fit. Without a budget, images whose VAE pass would need over
-     *  1.5 GiB are tiled too. */
+     *  1.5 GiB are tiled too. On CUDA (since 0.4) the budget is for all the
+     *  device memory the context allocates: its arena and its device copy
+     *  of the weights (see diffuse_ctx_get_memory()). */
     uint64_t memory_budget;
 } diffuse_ctx_params;
 
@@ -684,7 +686,9 @@ typedef struct diffuse_memory_query {
     /** > 1 (default 7.5) estimates a run with classifier-free guidance */
     float guidance_scale;
     diffuse_pixel_format format;  /**< format of the returned images; default RGB8 */
-    diffuse_device device;        /**< default AUTO (estimated as CPU while no GPU backend runs) */
+    /** default AUTO (estimated as the CPU); CUDA: the arena and the
+     *  weights' device copy in device_bytes (since 0.4; before, NO_DEVICE) */
+    diffuse_device device;
     uint64_t memory_budget;       /**< the context's memory_budget; 0 = none */
 } diffuse_memory_query;
 
@@ -700,7 +704,9 @@ typedef struct diffuse_memory_estimate {
     /** peak host memory of a process that loads the model and makes this
      *  call: the sum of the four above */
     uint64_t host_bytes;
-    uint64_t device_bytes;        /**< device memory (0 on the CPU) */
+    /** device memory (0 on the CPU): on CUDA the arena plus the upper
+     *  bound of the weights' device copy (since 0.4) */
+    uint64_t device_bytes;
     int32_t vae_tiled;            /**< 1: the VAE runs in tiles at these settings */
     /** 0: the call would fail with DIFFUSE_ERR_OUT_OF_MEMORY under
      *  memory_budget (context_host_bytes is then what it would need) */
@@ -774,6 +780,40 @@ DIFFUSE_API diffuse_status diffuse_list_devices(diffuse_device_info *out, size_t
  */
 DIFFUSE_API diffuse_status diffuse_ctx_get_device(const diffuse_ctx *ctx, diffuse_device *requested,
                                                   diffuse_device_info *info);
+
+/** Memory a context holds, from diffuse_ctx_get_memory(). Set struct_size
+ *  before the call. Since 0.4. */
+typedef struct diffuse_ctx_memory {
+    uint32_t struct_size;         /**< caller sets sizeof(diffuse_ctx_memory) */
+    diffuse_device device;        /**< CPU or CUDA: where the context runs */
+    uint64_t memory_budget;       /**< its diffuse_ctx_params memory_budget; 0 = none */
+    /** host working memory (the arena) it keeps between calls; 0 on CUDA,
+     *  whose arena is device memory */
+    uint64_t host_bytes;
+    /** CUDA: device memory it holds now, as allocated: its arena and its
+     *  copy of the weights (uploaded on first use); 0 on the CPU. The CUDA
+     *  context itself and the cuBLAS/cuDNN handles' own memory are not
+     *  counted. */
+    uint64_t device_bytes;
+    /** CUDA: the most device memory it has held at once (as device_bytes);
+     *  with a memory_budget this stays within it */
+    uint64_t device_peak_bytes;
+} diffuse_ctx_memory;
+
+/**
+ * diffuse_ctx_get_memory() - the memory @ctx holds and has held.
+ * @out: struct_size set by the caller; filled up to it.
+ * Memory budget on CUDA: a context's memory_budget bounds all the device
+ * memory the context allocates (device_peak_bytes): its arena plus its
+ * weights, counted at their upper bound before the first run so that a run
+ * that would not fit fails with DIFFUSE_ERR_OUT_OF_MEMORY before it starts
+ * (after the VAE was planned in tiles to fit, as on the CPU).
+ * @return DIFFUSE_OK; DIFFUSE_ERR_INVALID_ARGUMENT (NULL, struct_size too
+ *         small); DIFFUSE_ERR_BUSY (a call or job runs on @ctx: ask between
+ *         calls).
+ * Thread-safety: any thread. Since 0.4.
+ */
+DIFFUSE_API diffuse_status diffuse_ctx_get_memory(diffuse_ctx *ctx, diffuse_ctx_memory *out);
 
 /* ------------------------------------------------------------------------ */
 /* Asynchronous jobs                                                         */

@@ -8,6 +8,7 @@
 
 #include "backend.h"
 #include "common.h"
+#include "cuda/cuda_module.h"
 #include "devices.h"
 #include "job.h"
 #include "model/model.h"
@@ -451,6 +452,25 @@ static diffuse_status check_input_size(diffuse_ctx *ctx, const char *call, const
     return DIFFUSE_OK;
 }
 
+static int ctx_on_device(const diffuse_ctx *ctx) {
+    return ctx->backend && strcmp(ctx->backend->ops->name, "cpu") != 0;
+}
+
+/* The upper bound of the device bytes a CUDA backend allocates for @m's
+ * weights (cuda_module.h). */
+static uint64_t device_weight_bound(const diffuse_model *m) {
+    uint64_t bytes, count;
+    df_model_f32_weights(m, &bytes, &count);
+    return df_cuda_weight_bound(bytes, count);
+}
+
+/* A device budget bounds the arena plus the weights' device copy: what is
+ * left for the arena once the weights' bound is taken (0 = none left). */
+static uint64_t device_arena_budget(const diffuse_model *m, uint64_t budget) {
+    const uint64_t w = device_weight_bound(m);
+    return budget > w ? budget - w : 0;
+}
+
 /* Sets up a pipeline run on @ctx, or fails when the model cannot run one. */
 static diffuse_status run_begin(diffuse_ctx *ctx, const char *call, df_run *r) {
     const diffuse_model *m = ctx->model;
@@ -468,6 +488,16 @@ static diffuse_status run_begin(diffuse_ctx *ctx, const char *call, df_run *r) {
     r->err = &ctx->err;
     r->t_start = df_now();
     r->memory_budget = ctx->params.memory_budget;
+    if (r->memory_budget && ctx_on_device(ctx)) {
+        r->memory_budget = device_arena_budget(m, ctx->params.memory_budget);
+        r->budget_weights = device_weight_bound(m);
+        if (!r->memory_budget)
+            return ctx_fail(ctx, DIFFUSE_ERR_OUT_OF_MEMORY,
+                            "%s: the context's memory_budget (%llu MiB) cannot hold the model's weights on the "
+                            "device (up to %llu MiB) and any working memory",
+                            call, (unsigned long long)(ctx->params.memory_budget >> 20),
+                            (unsigned long long)((device_weight_bound(m) + (1u << 20) - 1) >> 20));
+    }
     if (ctx->preview_fn) {
         r->preview_fn = ctx->preview_fn;
         r->preview_user = ctx->preview_user;
@@ -716,7 +746,7 @@ DIFFUSE_API diffuse_status diffuse_estimate_memory(const diffuse_model *model, c
         q.height > 8192 || q.width % 8 || q.height % 8 || !(q.guidance_scale == q.guidance_scale))
         return DIFFUSE_ERR_INVALID_ARGUMENT;
     if (!model->unet_net || !model->vae_net || !model->text_net) return DIFFUSE_ERR_UNSUPPORTED;
-    if (q.device == DIFFUSE_DEVICE_CUDA) return DIFFUSE_ERR_NO_DEVICE;
+    const int on_device = q.device == DIFFUSE_DEVICE_CUDA;
     const int f = (int)model->dims.vae_scale_factor, native = (int)model->dims.unet_sample_size * f;
     const int width = q.width ? (int)q.width : native, height = q.height ? (int)q.height : native;
     df_error err;
@@ -726,6 +756,7 @@ DIFFUSE_API diffuse_status diffuse_estimate_memory(const diffuse_model *model, c
     r.model = model;
     r.err = &err;
     r.memory_budget = q.memory_budget;
+    if (on_device && q.memory_budget) r.memory_budget = device_arena_budget(model, q.memory_budget);
     pipe_estimate_t e;
     diffuse_status st = pipe_estimate(&r, q.operation, width, height, q.n_images, q.guidance_scale > 1.0f,
                                       q.format, &e);
@@ -735,13 +766,13 @@ DIFFUSE_API diffuse_status diffuse_estimate_memory(const diffuse_model *model, c
     v.struct_size = estimate->struct_size < sizeof v ? estimate->struct_size : (uint32_t)sizeof v;
     diffuse_weight_type dtype;
     df_model_memory(model, &v.model_host_bytes, &dtype);
-    v.context_host_bytes = e.arena_bytes;
+    v.context_host_bytes = on_device ? 0 : e.arena_bytes;
     v.run_host_bytes = e.host_bytes;
     v.output_bytes = e.output_bytes;
     v.host_bytes = v.model_host_bytes + v.context_host_bytes + v.run_host_bytes + v.output_bytes;
-    v.device_bytes = 0;
+    v.device_bytes = on_device ? e.arena_bytes + device_weight_bound(model) : 0;
     v.vae_tiled = e.vae_tiled;
-    v.fits = e.fits;
+    v.fits = on_device && q.memory_budget ? r.memory_budget && e.fits : e.fits;
     memcpy(estimate, &v, v.struct_size);
     return DIFFUSE_OK;
 }
@@ -784,11 +815,34 @@ DIFFUSE_API diffuse_status diffuse_ctx_get_device(const diffuse_ctx *ctx, diffus
     if (requested) *requested = ctx->params.device;
     if (info) {
         diffuse_device_info d;
-        if (ctx->backend && strcmp(ctx->backend->ops->name, "cpu") != 0)
+        if (ctx_on_device(ctx))
             df_cuda_device_info(ctx->params.device_index, &d); /* a CUDA backend module's */
         else
             df_cpu_device_info(ctx->params.n_threads, &d);
         put_device_info(&d, info);
     }
+    return DIFFUSE_OK;
+}
+
+DIFFUSE_API diffuse_status diffuse_ctx_get_memory(diffuse_ctx *ctx, diffuse_ctx_memory *out) {
+    if (!ctx || !out || out->struct_size < DF_V01_SIZE(diffuse_ctx_memory, device_peak_bytes))
+        return DIFFUSE_ERR_INVALID_ARGUMENT;
+    diffuse_ctx_memory v;
+    memset(&v, 0, sizeof v);
+    v.struct_size = out->struct_size < sizeof v ? out->struct_size : (uint32_t)sizeof v;
+    /* The backend's counters change only inside a call: read them between. */
+    pthread_mutex_lock(&ctx->mu);
+    const int busy = ctx->busy;
+    if (!busy) {
+        const bk_backend *bk = ctx->backend;
+        v.device = ctx_on_device(ctx) ? DIFFUSE_DEVICE_CUDA : DIFFUSE_DEVICE_CPU;
+        v.memory_budget = ctx->params.memory_budget;
+        v.host_bytes = ctx_on_device(ctx) ? 0 : bk->arena_size;
+        v.device_bytes = bk->device_bytes;
+        v.device_peak_bytes = bk->device_peak;
+    }
+    pthread_mutex_unlock(&ctx->mu);
+    if (busy) return DIFFUSE_ERR_BUSY;
+    memcpy(out, &v, v.struct_size);
     return DIFFUSE_OK;
 }

@@ -178,6 +178,10 @@ struct bk_backend {
     /* Seamless tiling (diffuse_generate_params tile_x / tile_y) for the
      * length of a run: the networks' padded convolutions wrap around. */
     int seamless_x, seamless_y;
+    /* Device backends (0 on the CPU): device memory the backend holds now
+     * (its arena and its copy of the weights, as allocated) and the most it
+     * has held at once. Kept by the backend; read by diffuse_ctx_get_memory. */
+    size_t device_bytes, device_peak;
 };
 
 /* Arena helpers (backend-independent bookkeeping). Allocations are 64-byte

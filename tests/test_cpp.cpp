@@ -427,6 +427,11 @@ static void test_v03(const std::string &dir, const diffuse::Model &model, diffus
         one.device = DIFFUSE_DEVICE_CPU;
         one.n_threads = 1;
         diffuse::Context c1(model, one);
+        // Since 0.4: the context's memory (its host arena after a call).
+        c1.generate(diffuse::GenerateParams("a red circle").steps(1).size(32, 32));
+        const diffuse_ctx_memory mem = c1.memory();
+        CHECK(mem.device == DIFFUSE_DEVICE_CPU && mem.host_bytes > 0 && mem.device_bytes == 0 &&
+              mem.device_peak_bytes == 0 && mem.memory_budget == 0);
         const diffuse::ContextDevice d1 = c1.device();
         CHECK(d1.requested == DIFFUSE_DEVICE_CPU && d1.info.device == DIFFUSE_DEVICE_CPU && d1.info.threads == 1);
         CHECK(std::strcmp(d1.info.name, devices[0].name) == 0);

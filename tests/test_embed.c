@@ -301,8 +301,18 @@ static void test_estimate_api(void) {
     CHECK_STATUS(diffuse_estimate_memory(inp, &q, &e), DIFFUSE_ERR_UNSUPPORTED);
     q.operation = DIFFUSE_OP_EDIT;
     CHECK_STATUS(diffuse_estimate_memory(inp, &q, &e), DIFFUSE_OK);
+    /* device CUDA (since 0.4): the arena moves to the device, with the
+     * weights' device copy; no GPU is needed to estimate */
+    const uint64_t cpu_arena = e.context_host_bytes, cpu_host = e.host_bytes;
     q.device = DIFFUSE_DEVICE_CUDA;
-    CHECK_STATUS(diffuse_estimate_memory(inp, &q, &e), DIFFUSE_ERR_NO_DEVICE);
+    CHECK_STATUS(diffuse_estimate_memory(inp, &q, &e), DIFFUSE_OK);
+    CHECK(e.context_host_bytes == 0 && e.device_bytes > cpu_arena && e.host_bytes == cpu_host - cpu_arena && e.fits,
+          "CUDA estimate: device %llu (CPU arena %llu), host %llu", (unsigned long long)e.device_bytes,
+          (unsigned long long)cpu_arena, (unsigned long long)e.host_bytes);
+    q.memory_budget = e.device_bytes - 1;
+    CHECK_STATUS(diffuse_estimate_memory(inp, &q, &e), DIFFUSE_OK);
+    CHECK(!e.fits || e.vae_tiled, "CUDA estimate one byte under: fits %d tiled %d", e.fits, e.vae_tiled);
+    q.memory_budget = 0;
     q.device = DIFFUSE_DEVICE_AUTO;
     e.struct_size = 8;
     CHECK_STATUS(diffuse_estimate_memory(m, &q, &e), DIFFUSE_ERR_INVALID_ARGUMENT);

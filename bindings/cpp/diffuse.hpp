@@ -643,6 +643,18 @@ public:
         if (st != DIFFUSE_OK) detail::throw_status(st, "diffuse_ctx_get_device failed");
         return d;
     }
+    // Since 0.4: the memory the context holds and the most device memory it
+    // has held (diffuse_ctx_get_memory). Throws Error BUSY while a job or
+    // call runs on it.
+    diffuse_ctx_memory memory() const {
+        diffuse_ctx_memory m{};
+        m.struct_size = sizeof m;
+        const diffuse_status st = diffuse_ctx_get_memory(checked(), &m);
+        if (st != DIFFUSE_OK)
+            detail::throw_status(st, st == DIFFUSE_ERR_BUSY ? "a job or call is running on this context"
+                                                            : "diffuse_ctx_get_memory failed");
+        return m;
+    }
     // From any thread: the run or job in progress (or the next one) stops
     // within a step and throws Cancelled (from Job::result() for a job).
     void cancel() noexcept {

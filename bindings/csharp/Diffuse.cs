@@ -289,6 +289,20 @@ namespace Diffuse
         }
     }
 
+    /// <summary>diffuse_ctx_memory (since 0.4): what a context holds.
+    /// DeviceBytes and DevicePeakBytes are CUDA device memory (its arena and
+    /// its copy of the weights); HostBytes its host arena (0 on CUDA).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct ContextMemory
+    {
+        public uint StructSize;
+        public Device Device;
+        public ulong MemoryBudget;
+        public ulong HostBytes;
+        public ulong DeviceBytes;
+        public ulong DevicePeakBytes;
+    }
+
     /// <summary>diffuse_device_info: one device a context can run on (since 0.3).</summary>
     public sealed class DeviceInfo
     {
@@ -542,6 +556,9 @@ namespace Diffuse
 
         [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
         public static extern Status diffuse_ctx_get_device(ContextHandle ctx, out Device requested, IntPtr info);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        public static extern Status diffuse_ctx_get_memory(ContextHandle ctx, ref ContextMemory memory);
 
         [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
         public static extern Status diffuse_ctx_set_preview_decode(ContextHandle ctx, uint everySteps);
@@ -1691,6 +1708,20 @@ namespace Diffuse
         public DeviceInfo Device
         {
             get { global::Diffuse.Device requested; return GetDevice(out requested); }
+        }
+
+        /// <summary>diffuse_ctx_get_memory() (since 0.4): the memory this
+        /// context holds and the most device memory it has held. Throws
+        /// DiffuseException (Busy) while a job or call runs on it.</summary>
+        public ContextMemory Memory
+        {
+            get
+            {
+                var m = new ContextMemory { StructSize = (uint)Marshal.SizeOf(typeof(ContextMemory)) };
+                Status s = Native.diffuse_ctx_get_memory(Handle, ref m);
+                if (s != Status.Ok) throw new DiffuseException(s, "diffuse_ctx_get_memory");
+                return m;
+            }
         }
 
         /// <summary>The device this context's options asked for (Auto, Cpu or Cuda).</summary>

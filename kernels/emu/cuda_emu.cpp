@@ -114,6 +114,7 @@ struct allocation {
 };
 static std::vector<allocation> g_allocs;
 static int g_next_alloc_id = 1;
+static uint64_t g_live_bytes, g_peak_bytes, g_device_limit; /* emu_memory, emu_set_device_memory */
 
 static size_t page_size() {
     static size_t ps = (size_t)sysconf(_SC_PAGESIZE);
@@ -171,6 +172,7 @@ static int check_all_allocs(const char *when) {
 using namespace emu;
 
 extern "C" void *emu_malloc(size_t bytes) {
+    if (bytes > SIZE_MAX / 2) return nullptr;
     const size_t ps = page_size();
     const size_t rounded = (bytes + 255) / 256 * 256;
     const size_t data_pages = (rounded + 256 + ps - 1) / ps * ps; /* >= 256 bytes of head canary */
@@ -191,6 +193,8 @@ extern "C" void *emu_malloc(size_t bytes) {
     for (uint8_t *p = al.lo; p < al.hi; p++) *p = canary_byte((size_t)(p - al.lo));
     memset(al.user, 0xff, bytes); /* fresh device memory reads as NaN */
     g_allocs.push_back(al);
+    g_live_bytes += bytes;
+    if (g_live_bytes > g_peak_bytes) g_peak_bytes = g_live_bytes;
     return al.user;
 }
 
@@ -200,6 +204,7 @@ extern "C" void emu_free(void *p) {
         if (g_allocs[i].user == p) {
             check_alloc(g_allocs[i], "found at free");
             munmap(g_allocs[i].map, g_allocs[i].map_bytes);
+            g_live_bytes -= g_allocs[i].bytes;
             g_allocs.erase(g_allocs.begin() + (long)i);
             return;
         }
@@ -781,8 +786,37 @@ extern "C" void emu_stats(uint64_t *launches, uint64_t *blocks, uint64_t *switch
     if (switches) *switches = g_switches;
 }
 
+extern "C" void emu_memory(uint64_t *live, uint64_t *peak, uint64_t *count) {
+    if (live) *live = g_live_bytes;
+    if (peak) *peak = g_peak_bytes;
+    if (count) *count = g_allocs.size();
+}
+extern "C" void emu_memory_reset_peak(void) { g_peak_bytes = g_live_bytes; }
+extern "C" void emu_set_device_memory(uint64_t bytes) { g_device_limit = bytes; }
+
+static size_t host_memory_bytes();
+
+/* The emulated device's size: emu_set_device_memory, else EMU_DEVICE_MEMORY,
+ * else the host's RAM. */
+static uint64_t device_memory_bytes() {
+    if (g_device_limit) return g_device_limit;
+    const char *e = getenv("EMU_DEVICE_MEMORY");
+    if (e && *e) {
+        const unsigned long long v = strtoull(e, nullptr, 10);
+        if (v) return v;
+    }
+    return host_memory_bytes();
+}
+
 extern "C" cudaError_t cudaMalloc(void **p, size_t bytes) {
     if (!p) return cudaErrorInvalidValue;
+    *p = nullptr;
+    const uint64_t want = bytes ? bytes : 1, cap = device_memory_bytes();
+    if (want > cap || g_live_bytes > cap - want) {
+        set_error(cudaErrorMemoryAllocation, "cudaMalloc of %zu bytes: %llu of the device's %llu bytes are in use",
+                  bytes, (unsigned long long)g_live_bytes, (unsigned long long)cap);
+        return cudaErrorMemoryAllocation;
+    }
     *p = emu_malloc(bytes ? bytes : 1);
     return *p ? cudaSuccess : cudaErrorMemoryAllocation;
 }
@@ -893,14 +927,15 @@ extern "C" cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *prop, int 
     if (device != 0) return cudaErrorInvalidDevice;
     memset(prop, 0, sizeof *prop);
     snprintf(prop->name, sizeof prop->name, "SIMT emulator (kernels/emu)");
-    prop->totalGlobalMem = host_memory_bytes();
+    prop->totalGlobalMem = (size_t)device_memory_bytes();
     prop->major = 8;
     prop->minor = 0;
     prop->multiProcessorCount = 1;
     return cudaSuccess;
 }
 extern "C" cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
-    if (free_bytes) *free_bytes = host_memory_bytes();
-    if (total_bytes) *total_bytes = host_memory_bytes();
+    const uint64_t cap = device_memory_bytes();
+    if (free_bytes) *free_bytes = (size_t)(g_live_bytes < cap ? cap - g_live_bytes : 0);
+    if (total_bytes) *total_bytes = (size_t)cap;
     return cudaSuccess;
 }

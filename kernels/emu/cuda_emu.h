@@ -74,6 +74,17 @@ void emu_set_shuffle(int on);
 const char *emu_last_error_message(void);
 /* Counters: launches run, blocks run, fiber switches. */
 void emu_stats(uint64_t *launches, uint64_t *blocks, uint64_t *switches);
+/* Device memory accounting: bytes cudaMalloc'ed and not yet freed (as asked
+ * for), the most that were live at once since the last reset, and the
+ * number of live allocations. Any pointer may be NULL. */
+void emu_memory(uint64_t *live, uint64_t *peak, uint64_t *count);
+/* Starts a new peak at the bytes live now. */
+void emu_memory_reset_peak(void);
+/* Emulated device size: cudaMalloc fails with cudaErrorMemoryAllocation when
+ * the live bytes would exceed @bytes; cudaMemGetInfo and the device's
+ * totalGlobalMem report it. 0 (default): the host's RAM (or EMU_DEVICE_MEMORY
+ * bytes from the environment). */
+void emu_set_device_memory(uint64_t bytes);
 
 cudaError_t cudaMalloc(void **p, size_t bytes);
 cudaError_t cudaFree(void *p);

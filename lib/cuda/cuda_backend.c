@@ -44,8 +44,7 @@
 #define CU_NAME "cuda"
 #endif
 
-#define CU_ALIGN 256
-#define CU_POOL_CHUNK ((size_t)64 << 20)
+#define CU_ALIGN DF_CUDA_ALIGN
 
 typedef struct cu_weight {
     const void *host; /* key; NULL = empty slot */
@@ -69,9 +68,10 @@ typedef struct cu_backend {
     cudnnConvolutionDescriptor_t cd;
     cu_weight *w; /* open addressing, capacity a power of two */
     size_t w_cap, w_count;
-    cu_chunk *chunks;
+    cu_chunk *chunks;     /* the weight pool: packed chunks and large weights' own */
     size_t n_chunks;
-    size_t weight_bytes; /* device bytes holding weights */
+    size_t packing;       /* index of the chunk small weights go to; n_chunks = none */
+    size_t weight_bytes;  /* device bytes holding weights */
 } cu_backend;
 
 /* ------------------------------------------------------------------ errors */
@@ -146,10 +146,20 @@ static void *cu_scratch(cu_backend *b, size_t bytes, size_t *avail) {
     return bytes <= free_bytes ? b->base.arena + start : NULL;
 }
 
+/* Device memory the backend holds: every cudaMalloc and cudaFree of the
+ * arena and the weight pool goes through here (diffuse_ctx_get_memory). */
+static void cu_track(cu_backend *b, size_t add, size_t sub) {
+    b->base.device_bytes = b->base.device_bytes + add - sub;
+    if (b->base.device_bytes > b->base.device_peak) b->base.device_peak = b->base.device_bytes;
+}
+
+/* A weight's device copy (cuda_module.h says how the pool is laid out, and
+ * df_cuda_weight_bound what it can cost at most). */
 static diffuse_status cu_pool_alloc(cu_backend *b, size_t bytes, void **out) {
     bytes = (bytes + CU_ALIGN - 1) & ~(size_t)(CU_ALIGN - 1);
-    if (b->n_chunks) {
-        cu_chunk *c = &b->chunks[b->n_chunks - 1];
+    const int large = bytes >= DF_CUDA_POOL_LARGE;
+    if (!large && b->packing < b->n_chunks) {
+        cu_chunk *c = &b->chunks[b->packing];
         if (c->size - c->used >= bytes) {
             *out = c->base + c->used;
             c->used += bytes;
@@ -159,9 +169,11 @@ static diffuse_status cu_pool_alloc(cu_backend *b, size_t bytes, void **out) {
     cu_chunk *grown = realloc(b->chunks, (b->n_chunks + 1) * sizeof *grown);
     if (!grown) return cu_fail(&b->base, DIFFUSE_ERR_OUT_OF_MEMORY, "cuda backend: weight pool bookkeeping");
     b->chunks = grown;
-    const size_t size = bytes > CU_POOL_CHUNK ? bytes : CU_POOL_CHUNK;
+    const size_t size = large ? bytes : DF_CUDA_POOL_CHUNK;
     void *mem = NULL;
     CU_CUDA(&b->base, cudaMalloc(&mem, size), "cudaMalloc (weights)");
+    cu_track(b, size, 0);
+    if (!large) b->packing = b->n_chunks;
     b->chunks[b->n_chunks++] = (cu_chunk){(uint8_t *)mem, size, bytes};
     b->weight_bytes += size;
     *out = mem;
@@ -244,7 +256,9 @@ static void cu_destroy(bk_backend *bk) {
 }
 
 /* Grows the device arena (between passes only): new allocation, the bytes in
- * use copied over, the old one freed. */
+ * use copied over, the old one freed. An empty arena (the pipelines reserve
+ * a run's whole plan before it starts) is freed first, so growing it never
+ * holds both. */
 static diffuse_status cu_arena_reserve(bk_backend *bk, size_t bytes) {
     cu_backend *b = cu_of(bk);
     if (bytes <= bk->arena_size) return DIFFUSE_OK;
@@ -252,6 +266,13 @@ static diffuse_status cu_arena_reserve(bk_backend *bk, size_t bytes) {
     if (bytes > SIZE_MAX - CU_ALIGN)
         return cu_fail(bk, DIFFUSE_ERR_OUT_OF_MEMORY, "cuda backend: arena of %zu bytes is too large", bytes);
     const size_t size = (bytes + CU_ALIGN - 1) & ~(size_t)(CU_ALIGN - 1);
+    if (bk->arena && !bk->arena_used) {
+        CU_CUDA(bk, cudaStreamSynchronize(b->stream), "freeing the arena");
+        cudaFree(bk->arena);
+        cu_track(b, 0, bk->arena_size);
+        bk->arena = NULL;
+        bk->arena_size = 0;
+    }
     void *mem = NULL;
     const cudaError_t e = cudaMalloc(&mem, size);
     if (e != cudaSuccess) {
@@ -263,8 +284,10 @@ static diffuse_status cu_arena_reserve(bk_backend *bk, size_t bytes) {
     if (bk->arena_used)
         CU_CUDA(bk, cudaMemcpyAsync(mem, bk->arena, bk->arena_used, cudaMemcpyDeviceToDevice, b->stream),
                 "copying the arena");
+    cu_track(b, size, 0);
     CU_CUDA(bk, cudaStreamSynchronize(b->stream), "growing the arena");
     if (bk->arena) cudaFree(bk->arena);
+    cu_track(b, 0, bk->arena_size);
     bk->arena = (uint8_t *)mem;
     bk->arena_size = size;
     return DIFFUSE_OK;
@@ -593,6 +616,7 @@ static diffuse_status cu_create(int index, diffuse_precision precision, bk_backe
     }
     b->base.ops = &cu_ops;
     b->base.n_threads = 1;
+    b->packing = SIZE_MAX;
     b->device = index;
     const diffuse_status st = cu_setup(b);
     if (st != DIFFUSE_OK) {
@@ -645,4 +669,4 @@ static const df_cuda_module cu_module = {
     .create = cu_create,
 };
 
-__attribute__((visibility("default"))) const df_cuda_module *diffuse_cuda_backend_v1(void) { return &cu_module; }
+__attribute__((visibility("default"))) const df_cuda_module *diffuse_cuda_backend_v2(void) { return &cu_module; }

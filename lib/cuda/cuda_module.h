@@ -28,8 +28,25 @@
 extern "C" {
 #endif
 
-#define DF_CUDA_ENTRY_NAME "diffuse_cuda_backend_v1"
-#define DF_CUDA_MODULE_ABI 1u
+#define DF_CUDA_ENTRY_NAME "diffuse_cuda_backend_v2"
+#define DF_CUDA_MODULE_ABI 2u
+
+/* The module's device copy of the weights: uploaded on first use into a
+ * pool. A weight of DF_CUDA_POOL_LARGE bytes or more gets an allocation of
+ * its own; smaller ones are packed, each rounded up to DF_CUDA_ALIGN, into
+ * chunks of DF_CUDA_POOL_CHUNK bytes (a new chunk when the last one cannot
+ * take the next weight, so each full chunk is at least 7/8 used). */
+#define DF_CUDA_ALIGN ((size_t)256)
+#define DF_CUDA_POOL_CHUNK ((size_t)8 << 20)
+#define DF_CUDA_POOL_LARGE (DF_CUDA_POOL_CHUNK / 8)
+
+/* An upper bound of the device bytes the pool allocates for weights holding
+ * @f32_bytes in @count tensors: large ones exactly, small ones (rounded up)
+ * in chunks at least 7/8 full, plus the last, partly filled chunk. */
+static inline uint64_t df_cuda_weight_bound(uint64_t f32_bytes, uint64_t count) {
+    const uint64_t packed = f32_bytes + count * DF_CUDA_ALIGN;
+    return packed + packed / 7 + DF_CUDA_POOL_CHUNK;
+}
 
 typedef struct df_cuda_module {
     uint32_t abi;           /* DF_CUDA_MODULE_ABI */

@@ -380,6 +380,21 @@ const st_tensor *df_model_tensor(const diffuse_model *m, df_component c, const c
     return st_find(m->comp[c].weights, full);
 }
 
+void df_model_f32_weights(const diffuse_model *m, uint64_t *bytes, uint64_t *count) {
+    *bytes = *count = 0;
+    for (int c = 0; c < DF_COMP_COUNT; c++) {
+        const st_file *f = m->comp[c].weights;
+        int seen = 0; /* single files share one st_file between components */
+        for (int d = 0; d < c; d++) seen |= m->comp[d].weights == f;
+        if (!f || seen) continue;
+        for (size_t i = 0; i < f->n_tensors; i++)
+            if (st_dtype_is_weight(f->tensors[i].dtype)) {
+                *bytes += (uint64_t)f->tensors[i].numel * sizeof(float);
+                *count += 1;
+            }
+    }
+}
+
 void df_model_memory(const diffuse_model *m, uint64_t *host_bytes, diffuse_weight_type *dtype) {
     size_t host = 0, by_dtype[ST_DTYPE_COUNT] = {0};
     for (int c = 0; c < DF_COMP_COUNT; c++) {

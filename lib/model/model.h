@@ -142,6 +142,9 @@ void df_model_free(diffuse_model *m);
  * copies plus in-place float32 file pages) and the dtype most of its stored
  * weight bytes have. */
 void df_model_memory(const diffuse_model *m, uint64_t *host_bytes, diffuse_weight_type *dtype);
+/* The weights as the networks read them (float32): their bytes and how many
+ * tensors hold them (what a device backend uploads at most). */
+void df_model_f32_weights(const diffuse_model *m, uint64_t *bytes, uint64_t *count);
 
 /* The tensor @name of component @c (the component's key_prefix is put in
  * front of @name), or NULL when absent. Its f32 is a float32 view for

@@ -189,6 +189,12 @@ diffuse_status pipe_progress(df_run *r, diffuse_stage stage, uint32_t step, uint
 }
 
 diffuse_status pipe_reserve(df_run *r, size_t bytes) {
+    if (r->memory_budget && bytes > r->memory_budget && r->budget_weights)
+        return df_fail(r->err, DIFFUSE_ERR_OUT_OF_MEMORY,
+                       "this run needs %zu MiB of device working memory; the context's memory_budget leaves %llu MiB "
+                       "beside the weights' %llu MiB",
+                       (bytes + (1u << 20) - 1) >> 20, (unsigned long long)(r->memory_budget >> 20),
+                       (unsigned long long)((r->budget_weights + (1u << 20) - 1) >> 20));
     if (r->memory_budget && bytes > r->memory_budget)
         return df_fail(r->err, DIFFUSE_ERR_OUT_OF_MEMORY,
                        "this run needs %zu MiB of working memory; the context's memory_budget is %llu MiB",

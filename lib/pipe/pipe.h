@@ -27,6 +27,9 @@ typedef struct df_run {
     uint32_t image_index;            /* image being worked on */
     uint32_t image_count;            /* images of the call */
     uint64_t memory_budget;          /* arena bytes allowed; 0 = no limit */
+    /* Device backends: the weights' share of the context's budget (taken
+     * out of it before memory_budget above); 0 on the CPU. */
+    uint64_t budget_weights;
     /* Async jobs (lib/job.c); NULL for blocking calls. pipe_progress calls
      * @observe with every report (before the host's callback) and returns
      * DIFFUSE_CANCELLED once *@cancel is nonzero. Both run on the thread

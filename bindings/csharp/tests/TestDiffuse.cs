@@ -411,6 +411,11 @@ internal static class TestDiffuse
             DeviceInfo d = c1.Device;
             Check(c1.RequestedDevice == Device.Cpu && d.Device == Device.Cpu && d.Available && d.Threads == 1 &&
                   d.Name == devices[0].Name, "Context.Device of a 1-thread CPU context: " + d);
+            // Since 0.4: the context's memory (its host arena after a call).
+            c1.Generate("a red circle", new GenerateOptions { Width = 32, Height = 32, Steps = 1 });
+            ContextMemory mem = c1.Memory;
+            Check(mem.Device == Device.Cpu && mem.HostBytes > 0 && mem.DeviceBytes == 0 && mem.DevicePeakBytes == 0 &&
+                  mem.MemoryBudget == 0, "Context.Memory of a CPU context after a call: host " + mem.HostBytes);
         }
         using (var auto = new Context(model))
         {

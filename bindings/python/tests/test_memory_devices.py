@@ -1,6 +1,7 @@
 """Since 0.3: Model.estimate_memory, Model.info's weight_dtype and
 host_bytes, diffuse.list_devices, Context.device, Context.set_preview_decode
-and progress (with cancelling) while a model loads."""
+and progress (with cancelling) while a model loads. Since 0.4:
+Context.memory and CUDA estimates."""
 
 from __future__ import annotations
 
@@ -74,6 +75,46 @@ def test_estimate_memory_budget(model: diffuse.Model) -> None:
     assert roomy.fits and roomy.context_host_bytes <= unlimited.context_host_bytes * 2
 
 
+def test_estimate_memory_cuda(model: diffuse.Model) -> None:
+    """Since 0.4: device "cuda" is estimated without a GPU: the arena moves
+    to the device, beside the weights' device copy."""
+    cpu = model.estimate_memory(width=64, height=64)
+    gpu = model.estimate_memory(width=64, height=64, device="cuda")
+    assert gpu.context_host_bytes == 0 and gpu.device_bytes > cpu.context_host_bytes
+    assert gpu.host_bytes == cpu.host_bytes - cpu.context_host_bytes == _parts_sum(gpu)
+    assert gpu.fits
+    assert not model.estimate_memory(width=64, height=64, device="cuda", memory_budget=MiB).fits
+
+
+def test_context_memory(model: diffuse.Model) -> None:
+    """Since 0.4: Context.memory (diffuse_ctx_get_memory)."""
+    seen: List[Any] = []
+    holder: List[diffuse.Context] = []
+
+    def probe(p: Progress) -> None:
+        if not seen:
+            try:
+                holder[0].memory
+            except diffuse.BusyError as e:
+                seen.append(e)
+
+    with diffuse.Context(model, device="cpu", threads=1, progress=probe, memory_budget=512 * MiB) as c:
+        holder.append(c)
+        c.generate("a red circle", return_numpy=True, **dict(FAST, size=(64, 64)))
+        m = c.memory
+        assert isinstance(m, diffuse.ContextMemory)
+        assert m.device == diffuse.Device.CPU and m.memory_budget == 512 * MiB
+        assert m.device_bytes == 0 and m.device_peak_bytes == 0
+        # exactly the arena the estimate plans for the same call
+        planned = model.estimate_memory(
+            width=64, height=64, guidance_scale=FAST["guidance"], memory_budget=512 * MiB
+        ).context_host_bytes
+        assert m.host_bytes == planned, (planned, m.host_bytes)
+    assert len(seen) == 1, "reading memory from the context's own callback must raise BusyError"
+    with pytest.raises(diffuse.ClosedError):
+        c.memory
+
+
 def test_estimate_memory_errors(model: diffuse.Model, model_path: str) -> None:
     with pytest.raises(diffuse.InvalidArgumentError):
         model.estimate_memory(width=33, height=64)  # not a multiple of the VAE scale factor
@@ -81,8 +122,6 @@ def test_estimate_memory_errors(model: diffuse.Model, model_path: str) -> None:
         model.estimate_memory(n_images=17)
     with pytest.raises(diffuse.InvalidArgumentError):
         model.estimate_memory(n_images=0)
-    with pytest.raises(diffuse.DeviceError):
-        model.estimate_memory(device="cuda")
     with pytest.raises(ValueError, match="operation"):
         model.estimate_memory("upscale")
     with pytest.raises(ValueError, match="pixel format"):

@@ -18,7 +18,8 @@ free; ``ctx.set_preview(fn, every=k)`` shows the image as it forms.
 Since 0.3: ``model.estimate_memory(...)`` says what a call would need,
 ``diffuse.list_devices()`` and ``ctx.device`` what runs where, ``out=``
 writes images into caller arrays, and ``Model(path, progress=...)``
-reports (and can cancel) loading.
+reports (and can cancel) loading. Since 0.4: ``ctx.memory`` says what a
+context holds (and, on CUDA, the most device memory it has held).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from __future__ import annotations
 from ._images import have_pillow
 from ._lib import EXPECTED_MAJOR, LibraryNotFoundError, LibraryVersionError, library_path
 from .context import Context, PreviewCallback, Progress, ProgressCallback
-from .devices import ContextDevice, DeviceInfo, list_devices
+from .devices import ContextDevice, ContextMemory, DeviceInfo, list_devices
 from .enums import (
     ColorSpace,
     Device,
@@ -59,7 +60,7 @@ from .errors import (
 from .job import Job, JobStatus
 from .model import LogCallback, MemoryEstimate, Model
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 __all__ = [
     "BusyError",
@@ -68,6 +69,7 @@ __all__ = [
     "ColorSpace",
     "Context",
     "ContextDevice",
+    "ContextMemory",
     "Device",
     "DeviceInfo",
     "DeviceError",

@@ -296,6 +296,17 @@ class diffuse_device_info(Structure):
     ]
 
 
+class diffuse_ctx_memory(Structure):
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("device", c_enum),
+        ("memory_budget", c_uint64),
+        ("host_bytes", c_uint64),
+        ("device_bytes", c_uint64),
+        ("device_peak_bytes", c_uint64),
+    ]
+
+
 #: The parameter structs with a ``*_params_init`` function, by C name.
 PARAMS_STRUCTS = {
     "diffuse_model_params": diffuse_model_params,
@@ -317,6 +328,7 @@ ALL_STRUCTS = {
     "diffuse_job_status": diffuse_job_status,
     "diffuse_memory_estimate": diffuse_memory_estimate,
     "diffuse_device_info": diffuse_device_info,
+    "diffuse_ctx_memory": diffuse_ctx_memory,
     **PARAMS_STRUCTS,
 }
 
@@ -388,6 +400,7 @@ FUNCTIONS = {
     "diffuse_list_devices": (c_enum, [_P(diffuse_device_info), c_size_t, _P(c_size_t)]),
     "diffuse_ctx_get_device": (c_enum, [ctx_p, _P(c_enum), _P(diffuse_device_info)]),
     "diffuse_ctx_set_preview_decode": (c_enum, [ctx_p, c_uint32]),
+    "diffuse_ctx_get_memory": (c_enum, [ctx_p, _P(diffuse_ctx_memory)]),
 }
 
 # ---------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterator, List, NamedTuple, Optional, Sequence
 
 from . import _images, _lib
 from ._images import ImageInput, ImageOutput, OutArrays
-from .devices import ContextDevice, device_info_of, new_device_info_array
+from .devices import ContextDevice, ContextMemory, device_info_of, new_device_info_array
 from .enums import Device, Stage, Status, parse_device, parse_log_level, parse_precision, parse_sampler
 from .errors import BusyError, ClosedError, InvalidArgumentError, error_for
 from .job import Job
@@ -487,6 +487,39 @@ class Context:
         if self._handle is None:
             raise ClosedError("Context")
         return self._device
+
+    @property
+    def memory(self) -> ContextMemory:
+        """The memory this context holds and has held
+        (diffuse_ctx_get_memory, since 0.4): ``device``, ``memory_budget``,
+        ``host_bytes`` (its host working memory; 0 on CUDA),
+        ``device_bytes`` (CUDA: its arena and its device copy of the
+        weights) and ``device_peak_bytes`` (the most held at once; within
+        the budget when one is set).
+
+        Raises:
+            ClosedError: the context was closed.
+            BusyError: a call or job is running on it (ask between calls).
+        """
+        if self._owner == threading.get_ident() or self._in_callback():
+            raise BusyError(Status.BUSY, "memory cannot be read from the context's own callback")
+        with self._lock:
+            handle = self._handle
+            if handle is None:
+                raise ClosedError("Context")
+            m = _lib.diffuse_ctx_memory()
+            m.struct_size = ctypes.sizeof(m)
+            status = self._L.diffuse_ctx_get_memory(handle, ctypes.byref(m))
+            if status == Status.BUSY:
+                raise BusyError(Status.BUSY, "a job or call is running on this context")
+            if status != Status.OK:
+                raise error_for(status, "diffuse_ctx_get_memory failed")
+        try:
+            device: Any = Device(m.device)
+        except ValueError:
+            device = int(m.device)
+        return ContextMemory(device, int(m.memory_budget), int(m.host_bytes), int(m.device_bytes),
+                             int(m.device_peak_bytes))
 
     def _read_device(self, handle: Any) -> ContextDevice:
         """diffuse_ctx_get_device, asked once at creation (a context's

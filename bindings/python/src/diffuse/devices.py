@@ -36,6 +36,17 @@ class ContextDevice(NamedTuple):
     info: DeviceInfo  #: the device it runs on (the CPU for AUTO without a usable GPU)
 
 
+class ContextMemory(NamedTuple):
+    """``Context.memory`` (diffuse_ctx_get_memory, since 0.4): the memory a
+    context holds now and the most device memory it has held."""
+
+    device: Union[Device, int]  #: where the context runs (CPU or CUDA)
+    memory_budget: int  #: its memory_budget; 0 = none
+    host_bytes: int  #: host working memory (arena) it keeps; 0 on CUDA
+    device_bytes: int  #: CUDA: its arena plus its device copy of the weights
+    device_peak_bytes: int  #: CUDA: the most device memory held at once
+
+
 def new_device_info_array(n: int) -> Any:
     """*n* diffuse_device_info structs with struct_size set."""
     arr = (_lib.diffuse_device_info * n)()

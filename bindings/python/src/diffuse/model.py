@@ -366,8 +366,9 @@ class Model:
             format: pixel format of the returned images: "RGB", "RGBA",
                 "BGRA" (or a PixelFormat).
             memory_budget: the context's memory_budget in bytes; 0 = none.
-            device: "auto", "cpu" or "cuda" (estimated as the CPU while no
-                GPU backend runs; "cuda" raises DeviceError in this version).
+            device: "auto" (estimated as the CPU), "cpu" or "cuda" (since
+                0.4: the arena and the weights' device copy in
+                ``device_bytes``; no GPU is needed to estimate).
 
         Returns:
             A :class:`MemoryEstimate`. On the CPU its ``host_bytes`` is within
@@ -379,7 +380,6 @@ class Model:
                 or too small, n_images out of range, an unknown enum.
             UnsupportedError: an operation the model cannot run (variation
                 with an inpainting model).
-            DeviceError: device "cuda".
             ClosedError: the model was closed.
         """
         L = _lib.lib()
