@@ -11,6 +11,7 @@ libdiffuse through its Python binding — and reports seconds per denoising
 step, whole-image seconds and each process's peak RSS.
 
 Run: .venv-ref/bin/python bench/bench_cpu.py --lib build/libdiffuse.so.0 [--size 512] [--steps 4]
+     .venv-ref/bin/python bench/bench_cpu.py --preview --size 256 --steps 4   # preview overhead
 """
 import argparse
 import json
@@ -53,6 +54,47 @@ with diffuse.Model(a["model"]) as m, diffuse.Context(m, threads=a["threads"], pr
     ctx.generate(a["prompt"], steps=a["steps"], size=(a["size"], a["size"]), guidance=7.5, seed=42)
     t1 = time.perf_counter()
 print(json.dumps({"total": t1 - t0, "stamps": [s - t0 for s in stamps]}))
+"""
+
+# --preview: the cost of the cheap preview (diffuse_ctx_set_preview: the
+# latent -> RGB projection at every step, delivered to a callback). Measured
+# directly: each report's elapsed_seconds is taken when the library enters
+# its progress step, before it projects; the host's clock when the preview
+# callback is entered, minus that moment, is what the preview cost (the
+# projection, its buffer, the binding turning it into a numpy array). The
+# two clocks are CLOCK_MONOTONIC; their offset comes from the first
+# progress report of each call. Also timed: seconds per step of whole calls
+# with and without previews (rounds alternate the order; the first call,
+# with previews so the projection is fitted, is a warm-up) - on a shared VM
+# those differ by more than the preview costs, so they bound nothing.
+CHILD_PREVIEW = r"""
+import json, statistics, sys, time
+sys.path.insert(0, sys.argv[2])
+import diffuse
+a = json.loads(sys.argv[1])
+stamps, in_cb, offset = [], [], []
+def on_progress(p):
+    if not offset: offset.append(time.perf_counter() - p.elapsed)
+    if p.stage == diffuse.Stage.DENOISE: stamps.append(time.perf_counter())
+def on_preview(im, p):
+    in_cb.append(time.perf_counter() - (offset[0] + p.elapsed))
+def run(ctx, preview, steps):
+    ctx.set_preview(on_preview if preview else None, every=1, return_numpy=True)
+    del stamps[:], offset[:]
+    ctx.generate(a["prompt"], steps=steps, size=(a["size"], a["size"]), guidance=7.5, seed=42)
+    return [b - a_ for a_, b in zip(stamps, stamps[1:])]   # intervals between DENOISE reports
+per = {"off": [], "on": []}
+with diffuse.Model(a["model"]) as m, diffuse.Context(m, threads=a["threads"], progress=on_progress) as ctx:
+    run(ctx, True, 2)
+    del in_cb[:]
+    for r in range(a["rounds"]):
+        for mode in (("off", "on") if r % 2 == 0 else ("on", "off")):
+            per[mode] += run(ctx, mode == "on", a["steps"] + 1)
+off, on = statistics.median(per["off"]), statistics.median(per["on"])
+print(json.dumps({"s_per_step_off": off, "s_per_step_on": on, "ab_difference": on / off - 1.0,
+                  "steps_each": len(per["on"]), "previews": len(in_cb),
+                  "preview_s_median": statistics.median(in_cb), "preview_s_max": max(in_cb),
+                  "overhead": statistics.median(in_cb) / off, "overhead_max": max(in_cb) / off}))
 """
 
 
@@ -101,6 +143,9 @@ def main():
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--out", default=None, help="write the JSON result here")
+    ap.add_argument("--preview", action="store_true",
+                    help="measure the cheap preview's cost per step (libdiffuse only) instead")
+    ap.add_argument("--rounds", type=int, default=3, help="--preview: rounds of (off, on) calls")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         model = os.path.join(tmp, "sd15-shaped")
@@ -110,6 +155,21 @@ def main():
         args = dict(model=model, prompt="a small red circle on the left on a yellow background", steps=a.steps,
                     size=a.size, threads=a.threads)
         env = dict(os.environ, DIFFUSE_LIBRARY=os.path.abspath(a.lib), OMP_WAIT_POLICY="passive")
+        if a.preview:
+            r = run_child(CHILD_PREVIEW, dict(args, rounds=a.rounds), env)
+            result = dict(size=a.size, steps=a.steps, rounds=a.rounds, threads=a.threads, cpu=os.cpu_count(),
+                          previews=r["previews"], preview_s_median=round(r["preview_s_median"], 7),
+                          preview_s_max=round(r["preview_s_max"], 7),
+                          overhead_percent=round(100 * r["overhead"], 4),
+                          overhead_percent_worst=round(100 * r["overhead_max"], 4),
+                          s_per_step_without=round(r["s_per_step_off"], 4),
+                          s_per_step_with=round(r["s_per_step_on"], 4),
+                          ab_difference_percent=round(100 * r["ab_difference"], 2), steps_timed_each=r["steps_each"])
+            print(json.dumps(result, indent=1))
+            if a.out:
+                with open(a.out, "w") as f:
+                    json.dump(result, f, indent=1)
+            return
         # libdiffuse first: RUSAGE_CHILDREN keeps the maximum, so the second
         # child's peak is only known when it is the larger one.
         lib = run_child(CHILD_LIBDIFFUSE, args, env)
