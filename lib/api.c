@@ -465,10 +465,9 @@ static uint64_t device_weight_bound(const diffuse_model *m) {
 }
 
 /* A device budget bounds the arena plus the weights' device copy: what is
- * left for the arena once the weights' bound is taken (0 = none left). */
-static uint64_t device_arena_budget(const diffuse_model *m, uint64_t budget) {
-    const uint64_t w = device_weight_bound(m);
-    return budget > w ? budget - w : 0;
+ * left for the arena once the weights' bound @weights is taken (0 = none). */
+static uint64_t device_arena_budget(uint64_t budget, uint64_t weights) {
+    return budget > weights ? budget - weights : 0;
 }
 
 /* Sets up a pipeline run on @ctx, or fails when the model cannot run one. */
@@ -489,14 +488,14 @@ static diffuse_status run_begin(diffuse_ctx *ctx, const char *call, df_run *r) {
     r->t_start = df_now();
     r->memory_budget = ctx->params.memory_budget;
     if (r->memory_budget && ctx_on_device(ctx)) {
-        r->memory_budget = device_arena_budget(m, ctx->params.memory_budget);
         r->budget_weights = device_weight_bound(m);
+        r->memory_budget = device_arena_budget(ctx->params.memory_budget, r->budget_weights);
         if (!r->memory_budget)
             return ctx_fail(ctx, DIFFUSE_ERR_OUT_OF_MEMORY,
                             "%s: the context's memory_budget (%llu MiB) cannot hold the model's weights on the "
                             "device (up to %llu MiB) and any working memory",
                             call, (unsigned long long)(ctx->params.memory_budget >> 20),
-                            (unsigned long long)((device_weight_bound(m) + (1u << 20) - 1) >> 20));
+                            (unsigned long long)((r->budget_weights + (1u << 20) - 1) >> 20));
     }
     if (ctx->preview_fn) {
         r->preview_fn = ctx->preview_fn;
@@ -756,7 +755,8 @@ DIFFUSE_API diffuse_status diffuse_estimate_memory(const diffuse_model *model, c
     r.model = model;
     r.err = &err;
     r.memory_budget = q.memory_budget;
-    if (on_device && q.memory_budget) r.memory_budget = device_arena_budget(model, q.memory_budget);
+    const uint64_t weights = on_device ? device_weight_bound(model) : 0;
+    if (on_device && q.memory_budget) r.memory_budget = device_arena_budget(q.memory_budget, weights);
     pipe_estimate_t e;
     diffuse_status st = pipe_estimate(&r, q.operation, width, height, q.n_images, q.guidance_scale > 1.0f,
                                       q.format, &e);
@@ -770,7 +770,7 @@ DIFFUSE_API diffuse_status diffuse_estimate_memory(const diffuse_model *model, c
     v.run_host_bytes = e.host_bytes;
     v.output_bytes = e.output_bytes;
     v.host_bytes = v.model_host_bytes + v.context_host_bytes + v.run_host_bytes + v.output_bytes;
-    v.device_bytes = on_device ? e.arena_bytes + device_weight_bound(model) : 0;
+    v.device_bytes = on_device ? e.arena_bytes + weights : 0;
     v.vae_tiled = e.vae_tiled;
     v.fits = on_device && q.memory_budget ? r.memory_budget && e.fits : e.fits;
     memcpy(estimate, &v, v.struct_size);

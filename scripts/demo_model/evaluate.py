@@ -16,6 +16,7 @@ Usage (reference venv, for numpy/Pillow; libdiffuse built in build/):
 Prints the summary per split; --json writes it with the per-image results.
 """
 import argparse
+import copy
 import json
 import os
 import sys
@@ -56,7 +57,6 @@ def recolour(spec):
     """The spec with its first object in another colour (the next palette
     colour used by neither the object nor the background), re-captioned;
     or None if the new pair is one training never shows."""
-    import copy
     new = copy.deepcopy(spec)
     ob = new["objects"][0]
     taken = set(new["background"]["colours"]) | {o["colour"] for o in new["objects"]}

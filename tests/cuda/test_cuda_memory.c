@@ -13,6 +13,8 @@
  * On a real GPU those checks are reported as skipped and the rest runs.
  * Images are 16x16 with 2 steps (tiny-sd1; see test_cuda_pipeline.c for why).
  */
+#include "api_check.h"
+
 #include <diffuse.h>
 
 #include <dlfcn.h>
@@ -22,18 +24,6 @@
 #include <string.h>
 
 #define SIDE 16
-
-static int failures;
-
-static void check(int ok, const char *what, const char *detail) {
-    printf("%s %s%s%s\n", ok ? "PASS" : "FAIL", what, detail && *detail ? ": " : "", detail ? detail : "");
-    failures += !ok;
-}
-
-static const char *fixtures(void) {
-    const char *d = getenv("DIFFUSE_FIXTURES");
-    return d ? d : "tests/fixtures";
-}
 
 /* The emulated module's allocator counters, when that is the module. */
 typedef void (*emu_memory_fn)(uint64_t *live, uint64_t *peak, uint64_t *count);
@@ -57,18 +47,6 @@ static uint64_t emu_live(void) {
     uint64_t live = 0;
     emu_memory(&live, NULL, NULL);
     return live;
-}
-
-static diffuse_model *load(void) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/models/tiny-sd1", fixtures());
-    diffuse_model *m = NULL;
-    const diffuse_status st = diffuse_model_load(path, NULL, &m);
-    if (st != DIFFUSE_OK) {
-        printf("FAIL loading %s: %s\n", path, diffuse_status_string(st));
-        exit(1);
-    }
-    return m;
 }
 
 static diffuse_status ctx_on(const diffuse_model *m, diffuse_device dev, uint64_t budget, diffuse_ctx **ctx) {
@@ -148,7 +126,7 @@ int main(void) {
     char msg[512];
     size_t n_dev = 0;
     diffuse_list_devices(NULL, 0, &n_dev); /* loads the module */
-    diffuse_model *m = load();
+    diffuse_model *m = load("tiny-sd1");
 
     /* CPU context: host arena reported, no device memory; BUSY inside a call
      * (the progress callback runs inside it). */
@@ -313,7 +291,7 @@ int main(void) {
     /* 5. load -> generate -> free, three times: the device returns to its
      *    baseline each time. */
     for (int round = 0; round < 3; round++) {
-        diffuse_model *mr = load();
+        diffuse_model *mr = load("tiny-sd1");
         diffuse_ctx *c = NULL;
         st = ctx_on(mr, DIFFUSE_DEVICE_CUDA, 0, &c);
         diffuse_images *o = NULL;

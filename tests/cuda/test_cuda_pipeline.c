@@ -13,6 +13,8 @@
  * picks CUDA when the module has a device, diffuse_ctx_get_device and
  * diffuse_list_devices report it, and F16 is refused with UNSUPPORTED.
  */
+#include "api_check.h"
+
 #include <diffuse.h>
 
 #include <stdio.h>
@@ -22,34 +24,10 @@
 
 #define SIDE 16 /* image width and height */
 
-static int failures;
-
-static const char *fixtures(void) {
-    const char *d = getenv("DIFFUSE_FIXTURES");
-    return d ? d : "tests/fixtures";
-}
-
-static void check(int ok, const char *what, const char *detail) {
-    printf("%s %s%s%s\n", ok ? "PASS" : "FAIL", what, detail && *detail ? ": " : "", detail ? detail : "");
-    failures += !ok;
-}
-
 static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static diffuse_model *load(const char *name) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/models/%s", fixtures(), name);
-    diffuse_model *m = NULL;
-    const diffuse_status st = diffuse_model_load(path, NULL, &m);
-    if (st != DIFFUSE_OK) {
-        printf("FAIL loading %s: %s\n", path, diffuse_status_string(st));
-        exit(1);
-    }
-    return m;
 }
 
 static diffuse_ctx *ctx_on(const diffuse_model *m, diffuse_device dev) {
